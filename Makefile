@@ -1,0 +1,40 @@
+# gpudra — build, test and lint entry points. `make help` lists them.
+
+GO        ?= go
+BIN_DIR   ?= bin
+BINARIES  := gpu-kubelet-plugin
+# Race detector on for every test run.
+TEST_FLAGS ?= -race -count=1
+FUZZ_TIME ?= 30s
+
+.PHONY: all build test lint fmt vet fuzz bench clean help
+
+all: build
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build the binaries into bin/
+	@mkdir -p $(BIN_DIR)
+	$(foreach b,$(BINARIES),$(GO) build -o $(BIN_DIR)/$(b) ./cmd/$(b) &&) true
+
+test: ## unit and integration tests, race detector on
+	$(GO) test $(TEST_FLAGS) ./...
+
+lint: fmt vet ## gofmt and go vet
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+fuzz: ## run each fuzz target for FUZZ_TIME
+	$(GO) test ./api/nvidia.com/resource/v1beta1/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME)
+	$(GO) test ./pkg/checkpoint/ -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZ_TIME)
+
+bench: ## Go benchmarks of the hot paths
+	$(GO) test ./... -run '^$$' -bench . -benchmem
+
+clean:
+	rm -rf $(BIN_DIR)

@@ -1,0 +1,121 @@
+// Command gpu-kubelet-plugin is the DRA kubelet plugin for NVIDIA GPUs. It
+// runs on every GPU node (a DaemonSet), publishes the node's GPUs as
+// ResourceSlices and prepares the ResourceClaims that pods on the node use.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/gpudra/gpudra/pkg/cdi"
+	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/plugin"
+)
+
+type options struct {
+	cfg          plugin.Config
+	podUID       string
+	kubeconfig   string
+	kubeAPIQPS   float64
+	kubeAPIBurst int
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "gpu-kubelet-plugin: %v\n", err)
+		klog.Flush()
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("gpu-kubelet-plugin", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	o := &options{}
+	f := flagenv.New(fs)
+	f.String(&o.cfg.NodeName, "node-name", "NODE_NAME", "", "name of this node; the pool of its devices")
+	f.String(&o.cfg.DriverName, "driver-name", "DRIVER_NAME", "gpu.nvidia.com", "DRA driver name")
+	f.String(&o.cfg.NVMLBackend, "nvml", "NVML_BACKEND", inventory.BackendReal,
+		fmt.Sprintf("NVML backend: %q for the NVIDIA driver, or a mock machine for nodes without GPUs: mock:%v", inventory.BackendReal, inventory.MockMachines()))
+	f.String(&o.cfg.DriverRoot, "driver-root", "NVIDIA_DRIVER_ROOT", "/", "root of the NVIDIA driver installation: / on the host, /run/nvidia/driver with the GPU Operator's driver container")
+	f.String(&o.cfg.DevRoot, "dev-root", "NVIDIA_DEV_ROOT", "", "root under which the driver's device nodes are; empty: the driver root if it has dev/nvidiactl, else /")
+	f.String(&o.cfg.CDIRoot, "cdi-root", "CDI_ROOT", "/var/run/cdi", "CDI spec directory read by the container runtime")
+	f.String(&o.cfg.HookPath, "nvidia-cdi-hook-path", "NVIDIA_CDI_HOOK_PATH", cdi.DefaultHookPath, "host path of nvidia-cdi-hook, named in the CDI specs")
+	f.String(&o.cfg.KubeletRegistrarDir, "kubelet-registrar-directory-path", "KUBELET_REGISTRAR_DIRECTORY_PATH", "/var/lib/kubelet/plugins_registry", "kubelet plugin registration directory")
+	f.String(&o.cfg.KubeletPluginsDir, "kubelet-plugins-directory-path", "KUBELET_PLUGINS_DIRECTORY_PATH", "/var/lib/kubelet/plugins", "kubelet plugins directory; the plugin keeps its socket and checkpoint in <this>/<driver name>")
+	f.String(&o.podUID, "pod-uid", "POD_UID", "", "UID of the plugin's pod; enables seamless rolling updates (set from the downward API)")
+	f.String(&o.cfg.MetricsAddress, "metrics-address", "METRICS_ADDRESS", ":8080", "address of the /metrics, /healthz and /readyz endpoints; empty turns them off")
+	f.String(&o.kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig file; empty: in-cluster configuration")
+	f.Float64(&o.kubeAPIQPS, "kube-api-qps", "KUBE_API_QPS", 200, "QPS of the API client; the kubelet plugin helper GETs every claim before a prepare, so this bounds prepares per second")
+	f.Int(&o.kubeAPIBurst, "kube-api-burst", "KUBE_API_BURST", 400, "burst of the API client")
+	var healthResend string
+	f.String(&healthResend, "health-resend-interval", "HEALTH_RESEND_INTERVAL", "15s", "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
+	f.Bind("v", "VERBOSITY")
+	if err := f.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	d, err := time.ParseDuration(healthResend)
+	if err != nil || d <= 0 || d >= 30*time.Second {
+		return fmt.Errorf("--health-resend-interval=%q: want a duration between 0 and 30s", healthResend)
+	}
+	o.cfg.HealthResendInterval = d
+	o.cfg.PodUID = types.UID(o.podUID)
+
+	client, err := newClient(o)
+	if err != nil {
+		return err
+	}
+	o.cfg.KubeClient = client
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logger := klog.Background().WithName("gpu-kubelet-plugin")
+	ctx = klog.NewContext(ctx, logger)
+
+	p, err := plugin.Start(ctx, o.cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("Shutting down", "reason", context.Cause(ctx))
+		p.Stop()
+		return nil
+	case <-p.Done():
+		p.Stop()
+		return fmt.Errorf("plugin stopped: %w", p.Err())
+	}
+}
+
+func newClient(o *options) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if o.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("Kubernetes client configuration: %w (outside a cluster, pass --kubeconfig)", err)
+	}
+	cfg.QPS = float32(o.kubeAPIQPS)
+	cfg.Burst = o.kubeAPIBurst
+	cfg.UserAgent = "gpu-kubelet-plugin"
+	return kubernetes.NewForConfig(cfg)
+}

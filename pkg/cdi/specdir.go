@@ -1,0 +1,99 @@
+package cdi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/gpudra/gpudra/pkg/durable"
+)
+
+// specFileMode lets the container runtime, whatever user it runs as, read
+// the specs; only root writes them.
+const specFileMode = 0o644
+
+// SpecDir is a CDI spec directory (e.g. /var/run/cdi) in which this driver
+// owns the claim specs named by its Naming. It never touches other files.
+//
+// Every method is safe for concurrent use on different claims; calls for the
+// same claim must be serialized by the caller.
+type SpecDir struct {
+	dir    string
+	naming Naming
+}
+
+// NewSpecDir creates dir (0755) if it is missing.
+func NewSpecDir(dir string, n Naming) (*SpecDir, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating the CDI spec directory: %w", err)
+	}
+	return &SpecDir{dir: dir, naming: n}, nil
+}
+
+// Dir is the directory's path.
+func (d *SpecDir) Dir() string { return d.dir }
+
+// Path is the path of claimUID's spec file.
+func (d *SpecDir) Path(claimUID string) string {
+	return filepath.Join(d.dir, d.naming.SpecFileName(claimUID))
+}
+
+// Write stores the spec of claimUID durably (see durable.WriteFile): once it
+// returns nil, the spec survives a crash, and a reader never sees a partial
+// spec. It replaces an existing spec of the claim.
+func (d *SpecDir) Write(claimUID string, spec *specs.Spec) error {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("claim %s: encoding the CDI spec: %w", claimUID, err)
+	}
+	if err := durable.WriteFile(d.Path(claimUID), data, specFileMode); err != nil {
+		return fmt.Errorf("claim %s: writing the CDI spec: %w (is the CDI directory %s writable and not full?)", claimUID, err, d.dir)
+	}
+	return nil
+}
+
+// Exists tells whether claimUID has a spec file.
+func (d *SpecDir) Exists(claimUID string) (bool, error) {
+	_, err := os.Stat(d.Path(claimUID))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("claim %s: checking the CDI spec: %w", claimUID, err)
+}
+
+// Remove deletes the spec of claimUID durably; a missing spec is not an
+// error.
+func (d *SpecDir) Remove(claimUID string) error {
+	if err := durable.Remove(d.Path(claimUID)); err != nil {
+		return fmt.Errorf("claim %s: removing the CDI spec: %w", claimUID, err)
+	}
+	return nil
+}
+
+// ClaimUIDs lists, sorted, the claims that have a spec of this driver in the
+// directory.
+func (d *SpecDir) ClaimUIDs() ([]string, error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing the CDI spec directory: %w", err)
+	}
+	var uids []string
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if uid, ok := d.naming.claimUIDFromFileName(e.Name()); ok {
+			uids = append(uids, uid)
+		}
+	}
+	sort.Strings(uids)
+	return uids, nil
+}

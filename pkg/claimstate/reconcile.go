@@ -1,0 +1,78 @@
+package claimstate
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"k8s.io/klog/v2"
+)
+
+// ReconcileReport says what Reconcile changed.
+type ReconcileReport struct {
+	// SpecsRecreated counts prepared claims whose spec was missing (a tmpfs
+	// CDI directory after a reboot) and was written again.
+	SpecsRecreated int
+	// OrphansRemoved counts specs of this driver that no prepared claim owns.
+	OrphansRemoved int
+	// FromPreviousBoot counts prepared claims recorded in an earlier boot.
+	// They are kept: the kubelet unprepares the claims whose pods are gone
+	// and prepares again those it still needs.
+	FromPreviousBoot int
+	// Errors lists what could not be reconciled; each names the claim.
+	Errors []error
+}
+
+// Reconcile brings the CDI directory in line with the checkpoint: every
+// prepared claim gets its spec, and specs of this driver without a prepared
+// claim are deleted. It is safe to run while claims are being prepared.
+func (s *State) Reconcile(ctx context.Context) ReconcileReport {
+	logger := klog.FromContext(ctx)
+	var report ReconcileReport
+
+	for _, uid := range s.PreparedClaims() {
+		unlock := s.claims.Lock(uid)
+		s.mu.Lock()
+		rec := s.records[uid]
+		s.mu.Unlock()
+		if rec != nil {
+			if rec.BootID != s.opts.BootID {
+				report.FromPreviousBoot++
+			}
+			exists, err := s.opts.Specs.Exists(uid)
+			if err == nil && !exists {
+				if err = s.ensureSpec(rec); err == nil {
+					report.SpecsRecreated++
+					logger.Info("Re-created missing CDI spec of prepared claim", "claim", klog.KRef(rec.Namespace, rec.Name), "claimUID", uid)
+				}
+			}
+			if err != nil {
+				report.Errors = append(report.Errors, fmt.Errorf("%s: re-creating its CDI spec: %w", claimRef(rec.Namespace, rec.Name, types.UID(uid)), err))
+			}
+		}
+		unlock()
+	}
+
+	uids, err := s.opts.Specs.ClaimUIDs()
+	if err != nil {
+		report.Errors = append(report.Errors, err)
+		return report
+	}
+	for _, uid := range uids {
+		unlock := s.claims.Lock(uid)
+		s.mu.Lock()
+		_, prepared := s.records[uid]
+		s.mu.Unlock()
+		if !prepared {
+			if err := s.opts.Specs.Remove(uid); err != nil {
+				report.Errors = append(report.Errors, err)
+			} else {
+				report.OrphansRemoved++
+				logger.Info("Removed orphaned CDI spec", "claimUID", uid)
+			}
+		}
+		unlock()
+	}
+	return report
+}

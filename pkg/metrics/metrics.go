@@ -1,0 +1,131 @@
+// Package metrics defines the plugin's Prometheus metrics and serves them
+// with a health endpoint for probes.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/klog/v2"
+)
+
+// Operation names used as the "operation" label.
+const (
+	OpPrepare   = "prepare"
+	OpUnprepare = "unprepare"
+)
+
+// Metrics are the plugin's metrics, registered in their own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+	// Requests counts claim operations by operation and result ("success" or "error").
+	Requests *prometheus.CounterVec
+	// Duration observes the time of one claim operation.
+	Duration *prometheus.HistogramVec
+	// PreparedClaims is the number of claims currently prepared.
+	PreparedClaims prometheus.Gauge
+	// CheckpointErrors counts checkpoint files that could not be read.
+	CheckpointErrors prometheus.Counter
+	// PublishedDevices is the number of devices in the published ResourceSlices.
+	PublishedDevices prometheus.Gauge
+}
+
+// New creates the metrics.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gpudra", Name: "claim_operations_total",
+			Help: "ResourceClaim prepare and unprepare operations, by result.",
+		}, []string{"operation", "result"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "gpudra", Name: "claim_operation_duration_seconds",
+			Help:    "Time to prepare or unprepare one ResourceClaim.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"operation"}),
+		PreparedClaims: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "gpudra", Name: "prepared_claims",
+			Help: "ResourceClaims currently prepared on this node.",
+		}),
+		CheckpointErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gpudra", Name: "checkpoint_load_errors_total",
+			Help: "Claim checkpoint files that could not be read.",
+		}),
+		PublishedDevices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "gpudra", Name: "published_devices",
+			Help: "Devices published in this node's ResourceSlices.",
+		}),
+	}
+	m.Registry.MustRegister(m.Requests, m.Duration, m.PreparedClaims, m.CheckpointErrors, m.PublishedDevices,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Observe records one operation that started at start and ended with err.
+func (m *Metrics) Observe(op string, start time.Time, err error) {
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	m.Requests.WithLabelValues(op, result).Inc()
+	m.Duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// Server serves /metrics, /healthz (liveness: the process serves) and
+// /readyz (readiness: SetReady was called).
+type Server struct {
+	metrics *Metrics
+	ready   atomic.Bool
+}
+
+// NewServer returns a server for m.
+func NewServer(m *Metrics) *Server { return &Server{metrics: m} }
+
+// SetReady marks the plugin ready (registered and publishing).
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// ListenAndServe serves on addr until ctx is done. It returns once the
+// listener is open, and reports a later serve error through the log.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) (net.Addr, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.FromContext(ctx).Error(err, "Metrics server failed", "address", addr)
+		}
+	}()
+	return l.Addr(), nil
+}

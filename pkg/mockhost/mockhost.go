@@ -1,0 +1,143 @@
+// Package mockhost lays out the host side of an NVIDIA driver installation
+// for a mock GPU machine: driver libraries and binaries of the mock driver
+// version under a driver root, and device nodes under a device root. With
+// it, the CDI specs the plugin writes on a machine without GPUs name paths
+// that exist, so a container runtime can inject them.
+//
+// Create is idempotent: it creates what is missing and leaves what exists.
+package mockhost
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+)
+
+// LibDir is where the mock driver's libraries go, relative to the driver root.
+const LibDir = "usr/lib/x86_64-linux-gnu"
+
+// Device numbers of the NVIDIA kernel modules: nvidia uses a fixed major;
+// nvidia-uvm gets a dynamic one, this is a typical value.
+const (
+	nvidiaMajor    = 195
+	controlMinor   = 255
+	nvidiaUVMMajor = 510
+)
+
+// libraries are the driver libraries a CUDA container needs, without the
+// version suffix.
+var libraries = []string{
+	"libcuda.so",
+	"libcudadebugger.so",
+	"libnvidia-ml.so",
+	"libnvidia-ptxjitcompiler.so",
+	"libnvidia-nvvm.so",
+	"libnvidia-opencl.so",
+	"libnvidia-cfg.so",
+	"libnvidia-allocator.so",
+	"libnvidia-gpucomp.so",
+}
+
+var binaries = []string{
+	"nvidia-smi",
+	"nvidia-debugdump",
+	"nvidia-persistenced",
+	"nvidia-cuda-mps-control",
+	"nvidia-cuda-mps-server",
+}
+
+// Options say where to lay out the mock host.
+type Options struct {
+	// DriverRoot receives usr/lib/.../lib*.so.<version> and usr/bin/nvidia-*.
+	DriverRoot string
+	// DevRoot receives dev/nvidia<minor>, dev/nvidiactl, dev/nvidia-uvm and
+	// dev/nvidia-uvm-tools as character devices.
+	DevRoot string
+}
+
+// Create lays out the files of inv's driver version and device nodes for
+// inv's GPUs. Device nodes need CAP_MKNOD; without it Create returns an
+// error wrapping ErrNoMknod after creating everything else.
+func Create(opts Options, inv *inventory.Inventory) error {
+	libDir := filepath.Join(opts.DriverRoot, LibDir)
+	binDir := filepath.Join(opts.DriverRoot, "usr/bin")
+	for _, dir := range []string{libDir, binDir, filepath.Join(opts.DevRoot, "dev")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("mock host: %w", err)
+		}
+	}
+	content := fmt.Appendf(nil, "mock NVIDIA driver %s file\n", inv.DriverVersion)
+	for _, lib := range libraries {
+		name := lib + "." + inv.DriverVersion
+		if err := writeIfMissing(filepath.Join(libDir, name), content, 0o644); err != nil {
+			return err
+		}
+		// The driver's installer creates the SONAME link; the CDI hook
+		// creates it in the container, this is the host's.
+		if err := symlinkIfMissing(name, filepath.Join(libDir, lib+".1")); err != nil {
+			return err
+		}
+	}
+	for _, bin := range binaries {
+		if err := writeIfMissing(filepath.Join(binDir, bin), content, 0o755); err != nil {
+			return err
+		}
+	}
+	nodes := map[string]uint64{
+		"nvidiactl":        unix.Mkdev(nvidiaMajor, controlMinor),
+		"nvidia-uvm":       unix.Mkdev(nvidiaUVMMajor, 0),
+		"nvidia-uvm-tools": unix.Mkdev(nvidiaUVMMajor, 1),
+	}
+	for _, d := range inv.Devices {
+		nodes[fmt.Sprintf("nvidia%d", d.Minor)] = unix.Mkdev(nvidiaMajor, uint32(d.Minor))
+	}
+	for name, dev := range nodes {
+		if err := mknodIfMissing(filepath.Join(opts.DevRoot, "dev", name), dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ErrNoMknod means device nodes could not be created (no CAP_MKNOD, or a
+// nodev file system).
+var ErrNoMknod = errors.New("cannot create device nodes")
+
+func writeIfMissing(path string, data []byte, perm os.FileMode) error {
+	if _, err := os.Lstat(path); err == nil {
+		return nil
+	}
+	if err := os.WriteFile(path, data, perm); err != nil {
+		return fmt.Errorf("mock host: %w", err)
+	}
+	return nil
+}
+
+func symlinkIfMissing(target, path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return nil
+	}
+	if err := os.Symlink(target, path); err != nil {
+		return fmt.Errorf("mock host: %w", err)
+	}
+	return nil
+}
+
+func mknodIfMissing(path string, dev uint64) error {
+	if _, err := os.Lstat(path); err == nil {
+		return nil
+	}
+	if err := unix.Mknod(path, unix.S_IFCHR|0o666, int(dev)); err != nil {
+		return fmt.Errorf("mock host: %w: mknod %s: %v", ErrNoMknod, path, err)
+	}
+	// mknod applies the umask; device nodes must be usable by every container user.
+	if err := os.Chmod(path, 0o666); err != nil {
+		return fmt.Errorf("mock host: %w", err)
+	}
+	return nil
+}

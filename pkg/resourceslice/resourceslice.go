@@ -1,0 +1,303 @@
+// Package resourceslice turns a GPU inventory into the devices and
+// ResourceSlices that the driver publishes through the kubeletplugin helper.
+//
+// The package is pure: it performs no API calls and, unless Options asks for
+// it, no host I/O. The same inventory and options always give the same
+// devices, in the same order, so that republishing an unchanged node does not
+// churn its ResourceSlices.
+//
+// # Attribute schema
+//
+// Every GPU is published as one device named DeviceName(d). Attribute names
+// without a domain belong to the driver's domain (for example
+// device.attributes["gpu.nvidia.com"].productName in CEL); the two PCI
+// attributes use the standard "resource.kubernetes.io" domain. The schema
+// follows NVIDIA's reference DRA driver so that DeviceClasses and CEL
+// selectors written for it keep working:
+//
+//	type                             string   always "gpu"
+//	uuid                             string   "GPU-..."
+//	productName                      string   "NVIDIA H100 80GB HBM3"
+//	brand                            string   "Nvidia"
+//	architecture                     string   "Hopper"
+//	cudaComputeCapability            version  "9.0" published as "9.0.0"
+//	driverVersion                    version  "550.54.15"; "560.28" as "560.28.0"; "535.04.01" as "535.4.1"
+//	cudaDriverVersion                version  "12.4" published as "12.4.0"
+//	index                            int      NVML index
+//	minor                            int      /dev/nvidia<minor>
+//	migCapable                       bool
+//	resource.kubernetes.io/pciBusID  string   "0000:18:00.0", only when known
+//	resource.kubernetes.io/pcieRoot  string   "pci0000:00", only when resolvable
+//
+// and one capacity, memory, the framebuffer size in bytes (a binary-SI
+// quantity such as "80Gi").
+//
+// An attribute whose value is unknown (an empty string) or that the API
+// server would reject (a version that cannot be expressed as semver 2.0.0,
+// a string longer than
+// resourceapi.DeviceAttributeMaxValueLength, a malformed bus ID) is left out
+// rather than published: one invalid attribute would make the API server
+// reject the whole ResourceSlice, hiding every GPU of the node.
+package resourceslice
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/dynamic-resource-allocation/deviceattribute"
+	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+)
+
+// MaxDevicesPerSlice is the API limit on devices in one ResourceSlice.
+const MaxDevicesPerSlice = resourceapi.ResourceSliceMaxDevices // 128
+
+// MaxDevicesPerSliceWithTaintsOrCounters is the API limit on devices in one
+// ResourceSlice when any of its devices has taints, consumes counters or has
+// a list-typed attribute.
+const MaxDevicesPerSliceWithTaintsOrCounters = resourceapi.ResourceSliceMaxDevicesWithAdvancedFeatures // 64
+
+// DeviceType is the value of the AttrType attribute of a full GPU.
+const DeviceType = "gpu"
+
+// Names of the published attributes. Unqualified names belong to the
+// driver's domain.
+const (
+	AttrType                  resourceapi.QualifiedName = "type"
+	AttrUUID                  resourceapi.QualifiedName = "uuid"
+	AttrProductName           resourceapi.QualifiedName = "productName"
+	AttrBrand                 resourceapi.QualifiedName = "brand"
+	AttrArchitecture          resourceapi.QualifiedName = "architecture"
+	AttrCUDAComputeCapability resourceapi.QualifiedName = "cudaComputeCapability"
+	AttrDriverVersion         resourceapi.QualifiedName = "driverVersion"
+	AttrCUDADriverVersion     resourceapi.QualifiedName = "cudaDriverVersion"
+	AttrIndex                 resourceapi.QualifiedName = "index"
+	AttrMinor                 resourceapi.QualifiedName = "minor"
+	AttrMIGCapable            resourceapi.QualifiedName = "migCapable"
+	AttrPCIBusID              resourceapi.QualifiedName = deviceattribute.StandardDeviceAttributePCIBusID // "resource.kubernetes.io/pciBusID"
+	AttrPCIeRoot              resourceapi.QualifiedName = deviceattribute.StandardDeviceAttributePCIeRoot // "resource.kubernetes.io/pcieRoot"
+)
+
+// CapacityMemory is the name of the capacity holding the GPU memory in bytes.
+const CapacityMemory resourceapi.QualifiedName = "memory"
+
+// Options tunes Devices. The zero value is valid: it publishes every
+// attribute except pcieRoot and touches nothing on the host.
+type Options struct {
+	// PCIeRoot resolves a PCI bus ID ("0000:18:00.0") to its PCIe root
+	// complex ("pci0000:00"). It is called once per device that has a bus
+	// ID. A nil PCIeRoot, an error or an empty result means the root is
+	// unresolvable and the pcieRoot attribute is left out for that device;
+	// Devices never fails because of it.
+	//
+	// DefaultOptions sets it to PCIeRootFromSysfs, which reads the host's
+	// /sys. Leave it nil for mock backends, whose bus IDs are invented and
+	// may name unrelated devices of the host.
+	PCIeRoot func(busID string) (string, error)
+}
+
+// DefaultOptions returns the options for a real node: pcieRoot is resolved
+// through the host's sysfs (PCIeRootFromSysfs).
+func DefaultOptions() Options {
+	return Options{PCIeRoot: PCIeRootFromSysfs}
+}
+
+// PCIeRootFromSysfs resolves busID ("0000:18:00.0") to its PCIe root complex
+// ("pci0000:00") by following /sys/bus/pci/devices/<busID> on the host, with
+// deviceattribute.GetPCIeRootAttributeByPCIBusID. It fails when busID is
+// malformed or the device is absent from /sys (a container without the
+// host's /sys, a mock GPU).
+func PCIeRootFromSysfs(busID string) (string, error) {
+	attr, err := deviceattribute.GetPCIeRootAttributeByPCIBusID(busID)
+	if err != nil {
+		return "", err
+	}
+	if attr.Value.StringValue == nil {
+		return "", fmt.Errorf("PCIe root of %s: no value", busID)
+	}
+	return *attr.Value.StringValue, nil
+}
+
+// DeviceName returns the device's name in the ResourceSlice, "gpu-<index>".
+// It is a DNS label and, because NVML indexes are unique on a node, unique in
+// the node's pool. The name is stable across plugin restarts as long as NVML
+// enumerates the GPU at the same index.
+func DeviceName(d inventory.Device) string {
+	return "gpu-" + strconv.Itoa(d.Index)
+}
+
+// Devices returns one device per GPU of inv, in inv.Devices order (NVML
+// index order), with the attributes and capacity described in the package
+// documentation. Attributes that are driver-wide (driverVersion,
+// cudaDriverVersion) are repeated on every device. A nil inv or one without
+// devices gives an empty, non-nil result.
+//
+// The result shares no memory with inv, and each call returns fresh values:
+// the caller may modify them (for example add Taints).
+func Devices(inv *inventory.Inventory, opts Options) []resourceapi.Device {
+	if inv == nil {
+		return []resourceapi.Device{}
+	}
+	// Driver-wide values are computed once. Each device still gets its own
+	// copy of every pointer so that devices can be mutated independently.
+	driverVersion, driverOK := semverOf(inv.DriverVersion)
+	cudaVersion, cudaOK := semverOf(inv.CUDADriverVersion)
+
+	out := make([]resourceapi.Device, 0, len(inv.Devices))
+	for _, d := range inv.Devices {
+		attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 13)
+		putString(attrs, AttrType, DeviceType)
+		putString(attrs, AttrUUID, d.UUID)
+		putString(attrs, AttrProductName, d.ProductName)
+		putString(attrs, AttrBrand, d.Brand)
+		putString(attrs, AttrArchitecture, d.Architecture)
+		if v, ok := semverOf(d.CUDAComputeCapability); ok {
+			putVersion(attrs, AttrCUDAComputeCapability, v)
+		}
+		if driverOK {
+			putVersion(attrs, AttrDriverVersion, driverVersion)
+		}
+		if cudaOK {
+			putVersion(attrs, AttrCUDADriverVersion, cudaVersion)
+		}
+		attrs[AttrIndex] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(d.Index))}
+		attrs[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(d.Minor))}
+		attrs[AttrMIGCapable] = resourceapi.DeviceAttribute{BoolValue: ptrTo(d.MIGCapable)}
+		if validBusID(d.PCIBusID) {
+			putString(attrs, AttrPCIBusID, d.PCIBusID)
+			if opts.PCIeRoot != nil {
+				if root, err := opts.PCIeRoot(d.PCIBusID); err == nil && root != "" {
+					putString(attrs, AttrPCIeRoot, root)
+				}
+			}
+		}
+
+		out = append(out, resourceapi.Device{
+			Name:       DeviceName(d),
+			Attributes: attrs,
+			Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
+				CapacityMemory: {Value: *resource.NewQuantity(clampInt64(d.MemoryBytes), resource.BinarySI)},
+			},
+		})
+	}
+	return out
+}
+
+// DriverResources returns what the kubeletplugin helper publishes for
+// nodeName: a single pool, named nodeName, holding devices split into
+// ResourceSlices.
+//
+// Devices keep the order in which they are given (put preferred devices
+// first: the allocator is first-fit over slices and devices) and are packed
+// greedily: every slice but the last is full. A slice holds at most
+// MaxDevicesPerSlice devices, or MaxDevicesPerSliceWithTaintsOrCounters when
+// any of the given devices has taints, consumes counters or has a list-typed
+// attribute (the limit is chosen once for the whole pool so that tainting one
+// device does not reshuffle only some slices). Every device appears in
+// exactly one slice. With no devices the pool has a single empty slice,
+// which tells the scheduler that the driver runs but the node has no GPU.
+//
+// The slices hold copies of the device structs (maps and pointers inside
+// them are shared with the caller); the devices are not validated.
+func DriverResources(nodeName string, devices []resourceapi.Device) draresourceslice.DriverResources {
+	limit := MaxDevicesPerSlice
+	if slices.ContainsFunc(devices, usesAdvancedFeatures) {
+		limit = MaxDevicesPerSliceWithTaintsOrCounters
+	}
+
+	var pool draresourceslice.Pool
+	if len(devices) == 0 {
+		pool.Slices = []draresourceslice.Slice{{}}
+	} else {
+		pool.Slices = make([]draresourceslice.Slice, 0, (len(devices)+limit-1)/limit)
+		for chunk := range slices.Chunk(devices, limit) {
+			pool.Slices = append(pool.Slices, draresourceslice.Slice{Devices: slices.Clone(chunk)})
+		}
+	}
+	return draresourceslice.DriverResources{
+		Pools: map[string]draresourceslice.Pool{nodeName: pool},
+	}
+}
+
+// usesAdvancedFeatures reports whether d lowers the per-slice device limit
+// to ResourceSliceMaxDevicesWithAdvancedFeatures.
+func usesAdvancedFeatures(d resourceapi.Device) bool {
+	if len(d.Taints) > 0 || len(d.ConsumesCounters) > 0 {
+		return true
+	}
+	for _, a := range d.Attributes {
+		if a.IntValues != nil || a.BoolValues != nil || a.StringValues != nil || a.VersionValues != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// semverOf turns an NVIDIA version ("550.54.15", "560.28", "535.04.01",
+// "9.0", "12") into a semver 2.0.0 version with exactly three numeric parts
+// and no leading zeros ("550.54.15", "560.28.0", "535.4.1", "9.0.0",
+// "12.0.0"). It reports false for anything else (empty, more than three
+// parts, non-digits, a part overflowing uint64, a result longer than the
+// API allows), so that no invalid version is ever published.
+func semverOf(v string) (string, bool) {
+	if v == "" {
+		return "", false
+	}
+	parts := strings.Split(v, ".")
+	if len(parts) > 3 {
+		return "", false
+	}
+	var nums [3]uint64
+	for i, p := range parts {
+		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
+			return "", false
+		}
+		n, err := strconv.ParseUint(p, 10, 64) // also strips leading zeros
+		if err != nil {
+			return "", false
+		}
+		nums[i] = n
+	}
+	s := strconv.FormatUint(nums[0], 10) + "." + strconv.FormatUint(nums[1], 10) + "." + strconv.FormatUint(nums[2], 10)
+	if len(s) > resourceapi.DeviceAttributeMaxValueLength {
+		return "", false
+	}
+	return s, true
+}
+
+// busIDPattern is the extended BDF form the standard pciBusID attribute
+// requires, as accepted by deviceattribute.GetPCIBusIDAttribute.
+var busIDPattern = regexp.MustCompile(`^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$`)
+
+func validBusID(id string) bool {
+	return id != "" && busIDPattern.MatchString(id)
+}
+
+// putString sets a string attribute unless the value is empty or too long
+// for the API.
+func putString(attrs map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, name resourceapi.QualifiedName, v string) {
+	if v == "" || len(v) > resourceapi.DeviceAttributeMaxValueLength {
+		return
+	}
+	attrs[name] = resourceapi.DeviceAttribute{StringValue: ptrTo(v)}
+}
+
+func putVersion(attrs map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, name resourceapi.QualifiedName, v string) {
+	attrs[name] = resourceapi.DeviceAttribute{VersionValue: ptrTo(v)}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func clampInt64(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}

@@ -1,0 +1,370 @@
+// Package integration starts the real gpu-kubelet-plugin (mock GPUs, fake API
+// server) and drives it over its gRPC sockets with the kubelet's own client
+// types, the way the kubelet does.
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2/ktesting"
+	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockhost"
+	"github.com/gpudra/gpudra/pkg/plugin"
+)
+
+const (
+	driverName = "gpu.nvidia.com"
+	nodeName   = "node-a"
+)
+
+type harness struct {
+	t      *testing.T
+	ctx    context.Context
+	cfg    plugin.Config
+	client *fake.Clientset
+	plugin *plugin.Plugin
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	root := t.TempDir()
+	// The mock driver's files, so that the specs name paths that exist.
+	lib, err := inventory.NewMock("dgxh100", nodeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Discover(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	driverRoot := filepath.Join(root, "driver")
+	if err := mockhost.Create(mockhost.Options{DriverRoot: driverRoot, DevRoot: driverRoot}, inv); err != nil {
+		if errors.Is(err, mockhost.ErrNoMknod) {
+			t.Skipf("needs CAP_MKNOD for mock device nodes: %v", err)
+		}
+		t.Fatal(err)
+	}
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, UID: "node-uid"}})
+	h := &harness{t: t, ctx: ctx, client: client, cfg: plugin.Config{
+		NodeName:             nodeName,
+		DriverName:           driverName,
+		NVMLBackend:          "mock:dgxh100",
+		DriverRoot:           driverRoot,
+		CDIRoot:              filepath.Join(root, "cdi"),
+		HookPath:             "/usr/bin/nvidia-cdi-hook",
+		KubeletRegistrarDir:  filepath.Join(root, "plugins_registry"),
+		KubeletPluginsDir:    filepath.Join(root, "plugins"),
+		KubeClient:           client,
+		MetricsAddress:       "127.0.0.1:0",
+		HealthResendInterval: 200 * time.Millisecond,
+	}}
+	if err := os.MkdirAll(h.cfg.KubeletRegistrarDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	p, err := plugin.Start(h.ctx, h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.plugin = p
+	h.t.Cleanup(p.Stop)
+}
+
+func (h *harness) dial(path string) *grpc.ClientConn {
+	h.t.Helper()
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func (h *harness) draClient() drapb.DRAPluginClient {
+	return drapb.NewDRAPluginClient(h.dial(filepath.Join(h.cfg.PluginDataDir(), "dra.sock")))
+}
+
+// createClaim stores an allocated claim in the API server, as the scheduler
+// leaves it.
+func (h *harness) createClaim(name string, devices ...string) *resourceapi.ResourceClaim {
+	h.t.Helper()
+	c := &resourceapi.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: types.UID("uid-" + name)},
+		Status:     resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{}},
+	}
+	for _, d := range devices {
+		c.Status.Allocation.Devices.Results = append(c.Status.Allocation.Devices.Results, resourceapi.DeviceRequestAllocationResult{
+			Request: "gpus", Driver: driverName, Pool: nodeName, Device: d,
+		})
+	}
+	c, err := h.client.ResourceV1().ResourceClaims("default").Create(h.ctx, c, metav1.CreateOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+func ref(c *resourceapi.ResourceClaim) *drapb.Claim {
+	return &drapb.Claim{Namespace: c.Namespace, Name: c.Name, Uid: string(c.UID)}
+}
+
+func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
+	h := newHarness(t)
+	client := h.draClient()
+	one := h.createClaim("one", "gpu-0")
+	two := h.createClaim("two", "gpu-1", "gpu-2")
+	clash := h.createClaim("clash", "gpu-0")
+	three := h.createClaim("three", "gpu-5")
+
+	resp, err := client.NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(one), ref(two)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One bad claim fails alone; the good one in the same call is prepared.
+	resp2, err := client.NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(clash), ref(three)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp2.Claims[string(clash.UID)]; r == nil || !strings.Contains(r.Error, "already prepared for claim default/one") {
+		t.Errorf("clashing claim: %+v", r)
+	}
+	if r := resp2.Claims[string(three.UID)]; r == nil || r.Error != "" || len(r.Devices) != 1 {
+		t.Errorf("good claim next to a bad one: %+v", r)
+	}
+	for _, c := range []*resourceapi.ResourceClaim{one, two} {
+		r := resp.Claims[string(c.UID)]
+		if r == nil || r.Error != "" {
+			t.Fatalf("claim %s: %+v", c.Name, r)
+		}
+		for _, d := range r.Devices {
+			want := fmt.Sprintf("k8s.gpu.nvidia.com/claim=%s-%s", c.UID, d.DeviceName)
+			if len(d.CdiDeviceIds) != 1 || d.CdiDeviceIds[0] != want || d.PoolName != nodeName {
+				t.Errorf("claim %s device %+v, want CDI ID %s", c.Name, d, want)
+			}
+		}
+	}
+	if n := len(resp.Claims[string(two.UID)].Devices); n != 2 {
+		t.Errorf("claim two got %d devices", n)
+	}
+
+	// The container runtime's view: the CDI library resolves the IDs from
+	// the directory and injects the GPU's device node and the driver files.
+	cache, err := cdiapi.NewCache(cdiapi.WithSpecDirs(h.cfg.CDIRoot), cdiapi.WithAutoRefresh(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := cache.GetDevice(resp.Claims[string(one.UID)].Devices[0].CdiDeviceIds[0])
+	if dev == nil {
+		t.Fatalf("CDI cache cannot resolve claim one's device; errors: %v", cache.GetErrors())
+	}
+	var nodes []string
+	for _, n := range dev.ContainerEdits.DeviceNodes {
+		nodes = append(nodes, n.Path)
+	}
+	for _, n := range dev.GetSpec().ContainerEdits.DeviceNodes {
+		nodes = append(nodes, n.Path)
+	}
+	for _, want := range []string{"/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"} {
+		if !contains(nodes, want) {
+			t.Errorf("device nodes %v lack %s", nodes, want)
+		}
+	}
+	for _, m := range dev.GetSpec().ContainerEdits.Mounts {
+		if _, err := os.Stat(m.HostPath); err != nil {
+			t.Errorf("spec mounts a host path that does not exist: %v", err)
+		}
+	}
+
+	// Repeat: same answer (idempotent).
+	again, err := client.NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(one)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(again.Claims[string(one.UID)].Devices) != fmt.Sprint(resp.Claims[string(one.UID)].Devices) {
+		t.Errorf("repeated prepare differs: %v vs %v", again.Claims[string(one.UID)], resp.Claims[string(one.UID)])
+	}
+
+	un, err := client.NodeUnprepareResources(h.ctx, &drapb.NodeUnprepareResourcesRequest{Claims: []*drapb.Claim{ref(one), ref(two), ref(three), {Namespace: "default", Name: "ghost", Uid: "uid-ghost"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uid, r := range un.Claims {
+		if r.Error != "" {
+			t.Errorf("unprepare %s: %s", uid, r.Error)
+		}
+	}
+	if entries, _ := os.ReadDir(h.cfg.CDIRoot); len(entries) != 0 {
+		t.Errorf("specs left after unprepare: %v", names(entries))
+	}
+
+	// gpu-0 is free again for the claim that clashed.
+	resp, err = client.NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(clash)}})
+	if err != nil || resp.Claims[string(clash.UID)].Error != "" {
+		t.Errorf("clash after release: %v %+v", err, resp)
+	}
+
+	// Metrics count what happened.
+	body := get(t, "http://"+h.plugin.MetricsAddr().String()+"/metrics")
+	for _, want := range []string{
+		`gpudra_claim_operations_total{operation="prepare",result="success"} 5`,
+		`gpudra_claim_operations_total{operation="prepare",result="error"} 1`,
+		`gpudra_claim_operations_total{operation="unprepare",result="success"} 4`,
+		`gpudra_claim_operation_duration_seconds_count{operation="prepare"} 6`,
+		`gpudra_prepared_claims 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if got := get(t, "http://"+h.plugin.MetricsAddr().String()+"/readyz"); got != "ok\n" {
+		t.Errorf("readyz = %q", got)
+	}
+}
+
+func TestPublishesResourceSlicesAndRegisters(t *testing.T) {
+	h := newHarness(t)
+	var slices *resourceapi.ResourceSliceList
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		slices, err = h.client.ResourceV1().ResourceSlices().List(h.ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(slices.Items) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(slices.Items) != 1 {
+		t.Fatalf("got %d ResourceSlices, want 1", len(slices.Items))
+	}
+	s := slices.Items[0]
+	if s.Spec.Driver != driverName || s.Spec.NodeName == nil || *s.Spec.NodeName != nodeName || s.Spec.Pool.Name != nodeName || len(s.Spec.Devices) != 8 {
+		t.Errorf("slice spec = driver %s node %v pool %s devices %d", s.Spec.Driver, s.Spec.NodeName, s.Spec.Pool.Name, len(s.Spec.Devices))
+	}
+	uuids := map[string]bool{}
+	for _, d := range h.plugin.Inventory().Devices {
+		uuids[d.UUID] = true
+	}
+	for _, d := range s.Spec.Devices {
+		u := d.Attributes["uuid"].StringValue
+		if u == nil || !uuids[*u] {
+			t.Errorf("device %s has uuid %v, not one of the inventory", d.Name, u)
+		}
+	}
+
+	// The kubelet's registration handshake on the registrar socket.
+	reg := registerapi.NewRegistrationClient(h.dial(filepath.Join(h.cfg.KubeletRegistrarDir, driverName+"-reg.sock")))
+	info, err := reg.GetInfo(h.ctx, &registerapi.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Type != registerapi.DRAPlugin || info.Name != driverName || info.Endpoint != filepath.Join(h.cfg.PluginDataDir(), "dra.sock") {
+		t.Errorf("registration info = %+v", info)
+	}
+}
+
+func TestRestartKeepsPreparedClaims(t *testing.T) {
+	h := newHarness(t)
+	c := h.createClaim("keep", "gpu-4")
+	resp, err := h.draClient().NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c)}})
+	if err != nil || resp.Claims[string(c.UID)].Error != "" {
+		t.Fatalf("%v %+v", err, resp)
+	}
+	before := resp.Claims[string(c.UID)].Devices
+	// Crash-like stop, lose the tmpfs CDI directory, start again.
+	h.plugin.Stop()
+	if err := os.RemoveAll(h.cfg.CDIRoot); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	if entries, _ := os.ReadDir(h.cfg.CDIRoot); len(entries) != 1 {
+		t.Errorf("start-up reconcile did not re-create the spec: %v", names(entries))
+	}
+	other := h.createClaim("other", "gpu-4")
+	resp, err = h.draClient().NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c), ref(other)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(resp.Claims[string(c.UID)].Devices) != fmt.Sprint(before) {
+		t.Errorf("after restart: %v, before %v", resp.Claims[string(c.UID)].Devices, before)
+	}
+	if resp.Claims[string(other.UID)].Error == "" {
+		t.Error("after restart, the restarted plugin gave a device in use to another claim")
+	}
+}
+
+func TestStartFailsClearlyWithoutNVML(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	cfg := plugin.Config{
+		NodeName: nodeName, DriverName: driverName, NVMLBackend: inventory.BackendReal, DriverRoot: t.TempDir(),
+		CDIRoot: t.TempDir(), KubeletRegistrarDir: t.TempDir(), KubeletPluginsDir: t.TempDir(), KubeClient: fake.NewClientset(),
+	}
+	_, err := plugin.Start(ctx, cfg)
+	if !errors.Is(err, inventory.ErrNVMLUnavailable) {
+		t.Fatalf("err = %v, want ErrNVMLUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), "mock") {
+		t.Errorf("error %q does not point at the mock backend for GPU-less nodes", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(cfg.KubeletRegistrarDir)); len(entries) != 0 {
+		t.Errorf("a failed start left a registration socket: %v", names(entries))
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func names(entries []os.DirEntry) []string {
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
