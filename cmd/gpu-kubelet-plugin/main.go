@@ -51,6 +51,9 @@ func run(args []string) error {
 	f.String(&o.cfg.NVMLBackend, "nvml", "NVML_BACKEND", inventory.BackendReal,
 		fmt.Sprintf("NVML backend: %q for the NVIDIA driver, or a mock machine for nodes without GPUs: mock:%v", inventory.BackendReal, inventory.MockMachines()))
 	f.String(&o.cfg.DriverRoot, "driver-root", "NVIDIA_DRIVER_ROOT", "/", "root of the NVIDIA driver installation: / on the host, /run/nvidia/driver with the GPU Operator's driver container")
+	f.String(&o.cfg.HostDriverRoot, "host-driver-root", "HOST_DRIVER_ROOT", "", "the driver root as the host sees it, when this process sees it elsewhere (a container mounting the host's / at /driver-root); empty: same as --driver-root")
+	f.String(&o.cfg.MockHostRoot, "mock-host-root", "MOCK_HOST_ROOT", "", "with a mock NVML backend: directory, at the same path on the host, where the plugin lays out mock driver files and device nodes and which it then uses as driver root")
+	f.String(&o.cfg.InstallHookFrom, "install-cdi-hook-from", "INSTALL_CDI_HOOK_FROM", "", "copy this nvidia-cdi-hook binary to --nvidia-cdi-hook-path at start (from the image to the host)")
 	f.String(&o.cfg.DevRoot, "dev-root", "NVIDIA_DEV_ROOT", "", "root under which the driver's device nodes are; empty: the driver root if it has dev/nvidiactl, else /")
 	f.String(&o.cfg.CDIRoot, "cdi-root", "CDI_ROOT", "/var/run/cdi", "CDI spec directory read by the container runtime")
 	f.String(&o.cfg.HookPath, "nvidia-cdi-hook-path", "NVIDIA_CDI_HOOK_PATH", cdi.DefaultHookPath, "host path of nvidia-cdi-hook, named in the CDI specs")

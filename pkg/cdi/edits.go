@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -20,10 +21,14 @@ const DefaultHookPath = "/usr/bin/nvidia-cdi-hook"
 type EditsOptions struct {
 	// NVML is an initialized NVML (real or mock), owned by the caller.
 	NVML nvml.Interface
-	// DriverRoot is where the driver's files are installed: "/" for a host
-	// installation, "/run/nvidia/driver" for the GPU Operator's driver
-	// container.
+	// DriverRoot is where this process sees the driver's files: "/" for a
+	// host installation seen from the host, or the mount point of the host's
+	// driver root inside the plugin's container (e.g. "/driver-root").
 	DriverRoot string
+	// HostDriverRoot is the same directory as seen by the container runtime
+	// on the host ("/" or "/run/nvidia/driver"); host paths in the edits are
+	// rewritten from DriverRoot to it. Empty means DriverRoot.
+	HostDriverRoot string
 	// DevRoot is where the driver's device nodes are; empty means DriverRoot
 	// when it holds dev/nvidiactl, else "/".
 	DevRoot string
@@ -41,6 +46,9 @@ type EditsOptions struct {
 // is reloaded, as the GPUs disappear meanwhile).
 type Edits struct {
 	common specs.ContainerEdits
+
+	// toHost maps the paths this process sees to the host's.
+	toHost func(specs.ContainerEdits) specs.ContainerEdits
 
 	mu      sync.RWMutex
 	lib     nvcdi.Interface
@@ -78,9 +86,12 @@ func NewEdits(ctx context.Context, opts EditsOptions, uuids []string) (*Edits, e
 	if err != nil {
 		return nil, fmt.Errorf("discovering the driver files under driver root %q: %w (is --driver-root right?)", opts.DriverRoot, err)
 	}
-	e := &Edits{lib: lib, devices: map[string]specs.ContainerEdits{}}
+	if opts.HostDriverRoot == "" {
+		opts.HostDriverRoot = opts.DriverRoot
+	}
+	e := &Edits{lib: lib, devices: map[string]specs.ContainerEdits{}, toHost: rootRewriter(opts.DriverRoot, opts.HostDriverRoot)}
 	if common != nil && common.ContainerEdits != nil {
-		e.common = *common.ContainerEdits
+		e.common = e.toHost(*common.ContainerEdits)
 	}
 	for _, uuid := range uuids {
 		if _, err := e.Device(uuid); err != nil {
@@ -117,8 +128,49 @@ func (e *Edits) Device(uuid string) (specs.ContainerEdits, error) {
 	if len(devs) == 0 {
 		return specs.ContainerEdits{}, fmt.Errorf("discovering the container edits of GPU %s: no device found", uuid)
 	}
-	e.devices[uuid] = devs[0].ContainerEdits
-	return devs[0].ContainerEdits, nil
+	edits = e.toHost(devs[0].ContainerEdits)
+	e.devices[uuid] = edits
+	return edits, nil
+}
+
+// rootRewriter returns a function that rewrites the host paths (mount
+// sources, device node host paths) of edits from under root `from` to under
+// root `to`. Container paths and hook arguments are container-side and stay.
+func rootRewriter(from, to string) func(specs.ContainerEdits) specs.ContainerEdits {
+	from, to = filepath.Clean(from), filepath.Clean(to)
+	if from == to {
+		return func(e specs.ContainerEdits) specs.ContainerEdits { return e }
+	}
+	rewrite := func(p string) string {
+		if p == "" {
+			return p
+		}
+		rel, err := filepath.Rel(from, p)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return p
+		}
+		return filepath.Join(to, rel)
+	}
+	return func(e specs.ContainerEdits) specs.ContainerEdits {
+		out := cloneEdits(e)
+		for i, m := range out.Mounts {
+			c := *m
+			c.HostPath = rewrite(c.HostPath)
+			out.Mounts[i] = &c
+		}
+		for i, n := range out.DeviceNodes {
+			c := *n
+			// nvcdi leaves HostPath empty when it equals Path under "/".
+			if c.HostPath != "" {
+				c.HostPath = rewrite(c.HostPath)
+			}
+			if c.HostPath == c.Path {
+				c.HostPath = ""
+			}
+			out.DeviceNodes[i] = &c
+		}
+		return out
+	}
 }
 
 func defaultDevRoot(driverRoot string) string {

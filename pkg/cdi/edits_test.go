@@ -152,3 +152,44 @@ func contains(list []string, s string) bool {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestHostDriverRootRewritesHostPaths covers a plugin container that sees
+// the host's driver root at a mount point of its own.
+func TestHostDriverRootRewritesHostPaths(t *testing.T) {
+	lib, err := inventory.NewMock("dgxh100", "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Discover(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounted := t.TempDir() // the host's /run/nvidia/driver, as the container sees it
+	if err := mockhost.Create(mockhost.Options{DriverRoot: mounted, DevRoot: mounted}, inv); err != nil {
+		if errors.Is(err, mockhost.ErrNoMknod) {
+			t.Skipf("needs CAP_MKNOD: %v", err)
+		}
+		t.Fatal(err)
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	e, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: mounted, HostDriverRoot: "/run/nvidia/driver"}, []string{inv.Devices[0].UUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := e.Common()
+	if len(common.Mounts) == 0 {
+		t.Fatal("no mounts")
+	}
+	for _, m := range common.Mounts {
+		if !strings.HasPrefix(m.HostPath, "/run/nvidia/driver/") || strings.HasPrefix(m.ContainerPath, "/run/nvidia/driver") {
+			t.Errorf("mount %s -> %s: host path must be under the host driver root, container path unchanged", m.HostPath, m.ContainerPath)
+		}
+	}
+	dev, err := e.Device(inv.Devices[0].UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := dev.DeviceNodes[0]; n.Path != "/dev/nvidia0" || n.HostPath != "/run/nvidia/driver/dev/nvidia0" {
+		t.Errorf("device node %s from %s", n.Path, n.HostPath)
+	}
+}

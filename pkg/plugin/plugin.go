@@ -24,6 +24,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/claimstate"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/metrics"
+	"github.com/gpudra/gpudra/pkg/mockhost"
 	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
@@ -38,6 +39,17 @@ type Config struct {
 	// "/run/nvidia/driver"); DevRoot where its device nodes are ("" = auto).
 	DriverRoot string
 	DevRoot    string
+	// HostDriverRoot is DriverRoot as the container runtime on the host sees
+	// it, when the plugin runs in a container that mounts the host's driver
+	// root elsewhere; empty means DriverRoot.
+	HostDriverRoot string
+	// MockHostRoot, with a mock NVML backend, is a directory (seen at the
+	// same path by the plugin and the host) in which the plugin lays out the
+	// mock driver's files and device nodes; it then serves as driver root.
+	MockHostRoot string
+	// InstallHookFrom, when set, is a nvidia-cdi-hook binary that the plugin
+	// copies to HookPath at start (from its image to the host).
+	InstallHookFrom string
 	// CDIRoot is the CDI spec directory the container runtime reads.
 	CDIRoot string
 	// HookPath is the host path of nvidia-cdi-hook.
@@ -107,13 +119,27 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		return nil, fmt.Errorf("discovering GPUs: %w", err)
 	}
 	p.inventory = inv
+	if cfg.MockHostRoot != "" {
+		if !strings.HasPrefix(cfg.NVMLBackend, "mock:") {
+			return nil, fmt.Errorf("--mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", cfg.NVMLBackend)
+		}
+		if err := mockhost.Create(mockhost.Options{DriverRoot: cfg.MockHostRoot, DevRoot: cfg.MockHostRoot}, inv); err != nil {
+			return nil, err
+		}
+		cfg.DriverRoot, cfg.HostDriverRoot, cfg.DevRoot = cfg.MockHostRoot, cfg.MockHostRoot, cfg.MockHostRoot
+	}
+	if cfg.InstallHookFrom != "" {
+		if err := installFile(cfg.InstallHookFrom, cfg.HookPath); err != nil {
+			return nil, fmt.Errorf("installing nvidia-cdi-hook: %w", err)
+		}
+	}
 	logger.Info("Discovered GPUs", "count", len(inv.Devices), "driverVersion", inv.DriverVersion, "cudaDriverVersion", inv.CUDADriverVersion, "backend", cfg.NVMLBackend)
 
 	uuids := make([]string, 0, len(inv.Devices))
 	for _, d := range inv.Devices {
 		uuids = append(uuids, d.UUID)
 	}
-	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: cfg.DriverRoot, DevRoot: cfg.DevRoot, HookPath: cfg.HookPath}, uuids)
+	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: cfg.DriverRoot, HostDriverRoot: cfg.HostDriverRoot, DevRoot: cfg.DevRoot, HookPath: cfg.HookPath}, uuids)
 	if err != nil {
 		return nil, err
 	}

@@ -368,3 +368,76 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestMockHostModeLaysOutDriverAndInstallsHook covers the chart's mock mode:
+// the plugin itself creates the mock driver installation and installs the
+// CDI hook on the host, and its specs name only paths that exist.
+func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	root := t.TempDir()
+	hookSrc := filepath.Join(root, "image-hook")
+	if err := os.WriteFile(hookSrc, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}})
+	cfg := plugin.Config{
+		NodeName: nodeName, DriverName: driverName, NVMLBackend: "mock:dgxa100",
+		MockHostRoot:        filepath.Join(root, "mock"),
+		InstallHookFrom:     hookSrc,
+		HookPath:            filepath.Join(root, "state/bin/nvidia-cdi-hook"),
+		CDIRoot:             filepath.Join(root, "cdi"),
+		KubeletRegistrarDir: filepath.Join(root, "registry"),
+		KubeletPluginsDir:   filepath.Join(root, "plugins"),
+		KubeClient:          client,
+	}
+	if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plugin.Start(ctx, cfg)
+	if err != nil {
+		if errors.Is(err, mockhost.ErrNoMknod) {
+			t.Skipf("needs CAP_MKNOD: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if fi, err := os.Stat(cfg.HookPath); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("hook not installed executable: %v %v", fi, err)
+	}
+	for _, d := range p.Inventory().Devices {
+		fi, err := os.Stat(filepath.Join(cfg.MockHostRoot, "dev", fmt.Sprintf("nvidia%d", d.Minor)))
+		if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+			t.Errorf("mock device node of GPU %d: %v %v", d.Index, fi, err)
+		}
+	}
+	h := &harness{t: t, ctx: ctx, cfg: cfg, client: client, plugin: p}
+	c := h.createClaim("mock", "gpu-7")
+	resp, err := h.draClient().NodePrepareResources(ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c)}})
+	if err != nil || resp.Claims[string(c.UID)].Error != "" {
+		t.Fatalf("%v %+v", err, resp)
+	}
+	spec, err := cdiapi.ReadSpec(filepath.Join(cfg.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-mock.json"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hostPaths []string
+	for _, m := range spec.ContainerEdits.Mounts {
+		hostPaths = append(hostPaths, m.HostPath)
+	}
+	for _, n := range append(spec.ContainerEdits.DeviceNodes, spec.Devices[0].ContainerEdits.DeviceNodes...) {
+		hostPaths = append(hostPaths, n.HostPath)
+	}
+	for _, hp := range hostPaths {
+		if !strings.HasPrefix(hp, cfg.MockHostRoot+"/") {
+			t.Errorf("host path %s is outside the mock host root", hp)
+		}
+		if _, err := os.Stat(hp); err != nil {
+			t.Errorf("spec names a host path that does not exist: %v", err)
+		}
+	}
+	for _, hk := range spec.ContainerEdits.Hooks {
+		if hk.Path != cfg.HookPath {
+			t.Errorf("hook path %s, want the installed %s", hk.Path, cfg.HookPath)
+		}
+	}
+}
