@@ -7,7 +7,7 @@ BINARIES  := gpu-kubelet-plugin
 TEST_FLAGS ?= -race -count=1
 FUZZ_TIME ?= 30s
 
-.PHONY: all build test lint fmt vet fuzz bench clean help
+.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image
 
 all: build
 
@@ -35,6 +35,21 @@ fuzz: ## run each fuzz target for FUZZ_TIME
 
 bench: ## Go benchmarks of the hot paths
 	$(GO) test ./... -run '^$$' -bench . -benchmem
+
+demo: ## main job: local cluster with mock GPUs, the chart installed, demo pods and their GPU view
+	hack/demo.sh all
+
+e2e: ## end-to-end tests on the local cluster (cluster stays up: make cluster-down)
+	hack/e2e.sh
+
+cluster-up: ## start the local cluster (builds what is missing)
+	hack/local-cluster.sh up
+
+image: ## build the driver image and import it into the local cluster
+	hack/local-cluster.sh image
+
+cluster-down: ## stop the local cluster
+	hack/local-cluster.sh down
 
 clean:
 	rm -rf $(BIN_DIR)

@@ -1,0 +1,164 @@
+{{/*
+Chart name, for the app.kubernetes.io/name label.
+*/}}
+{{- define "gpudra.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Prefix of every object name: fullnameOverride, else the release name. Kept
+short enough that "<prefix>-kubelet-plugin" fits in 63 characters.
+*/}}
+{{- define "gpudra.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 48 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the kubelet plugin DaemonSet and of its cluster-scoped objects.
+*/}}
+{{- define "gpudra.kubeletPlugin.fullname" -}}
+{{- printf "%s-kubelet-plugin" (include "gpudra.fullname" .) }}
+{{- end }}
+
+{{/*
+chart label value: name-version.
+*/}}
+{{- define "gpudra.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object.
+*/}}
+{{- define "gpudra.labels" -}}
+helm.sh/chart: {{ include "gpudra.chart" . }}
+app.kubernetes.io/name: {{ include "gpudra.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels of the kubelet plugin's objects.
+*/}}
+{{- define "gpudra.kubeletPlugin.labels" -}}
+{{ include "gpudra.labels" . }}
+app.kubernetes.io/component: kubelet-plugin
+{{- end }}
+
+{{/*
+Selector labels of the kubelet plugin pods (immutable once installed).
+*/}}
+{{- define "gpudra.kubeletPlugin.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gpudra.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: kubelet-plugin
+{{- end }}
+
+{{/*
+Service account of the kubelet plugin.
+*/}}
+{{- define "gpudra.kubeletPlugin.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gpudra.kubeletPlugin.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference.
+*/}}
+{{- define "gpudra.image" -}}
+{{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Host paths derived from the values.
+*/}}
+{{- define "gpudra.hostStateDir" -}}
+{{- .Values.hostStateDir | trimSuffix "/" }}
+{{- end }}
+
+{{- define "gpudra.kubeletDir" -}}
+{{- .Values.kubeletDir | trimSuffix "/" }}
+{{- end }}
+
+{{/*
+NVML backend: real, or mock:<machine>.
+*/}}
+{{- define "gpudra.nvmlBackend" -}}
+{{- if .Values.mock.enabled }}
+{{- printf "mock:%s" .Values.mock.machine }}
+{{- else }}
+{{- print "real" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of the plugin container (also given to the doctor init container,
+so it checks exactly what the plugin will use).
+*/}}
+{{- define "gpudra.kubeletPlugin.env" -}}
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
+- name: DRIVER_NAME
+  value: {{ .Values.driverName | quote }}
+- name: NVML_BACKEND
+  value: {{ include "gpudra.nvmlBackend" . | quote }}
+{{- if .Values.mock.enabled }}
+- name: MOCK_HOST_ROOT
+  value: {{ printf "%s/mock" (include "gpudra.hostStateDir" .) | quote }}
+{{- else }}
+- name: HOST_DRIVER_ROOT
+  value: {{ .Values.nvidiaDriverRoot | quote }}
+- name: NVIDIA_DRIVER_ROOT
+  value: /driver-root
+{{- end }}
+- name: CDI_ROOT
+  value: {{ .Values.cdiRoot | quote }}
+- name: KUBELET_REGISTRAR_DIRECTORY_PATH
+  value: {{ printf "%s/plugins_registry" (include "gpudra.kubeletDir" .) | quote }}
+- name: KUBELET_PLUGINS_DIRECTORY_PATH
+  value: {{ printf "%s/plugins" (include "gpudra.kubeletDir" .) | quote }}
+- name: NVIDIA_CDI_HOOK_PATH
+  value: {{ printf "%s/bin/nvidia-cdi-hook" (include "gpudra.hostStateDir" .) | quote }}
+- name: INSTALL_CDI_HOOK_FROM
+  value: /usr/bin/nvidia-cdi-hook
+- name: VERBOSITY
+  value: {{ .Values.logVerbosity | quote }}
+- name: METRICS_ADDRESS
+  value: {{ printf ":%d" (int .Values.metrics.port) | quote }}
+- name: KUBE_API_QPS
+  value: {{ .Values.kubeAPIQPS | quote }}
+- name: KUBE_API_BURST
+  value: {{ .Values.kubeAPIBurst | quote }}
+- name: HEALTH_RESEND_INTERVAL
+  value: {{ .Values.healthResendInterval | quote }}
+{{- end }}
+
+{{/*
+Volume mounts of the plugin container (and of the doctor init container).
+*/}}
+{{- define "gpudra.kubeletPlugin.volumeMounts" -}}
+- name: plugins-registry
+  mountPath: {{ printf "%s/plugins_registry" (include "gpudra.kubeletDir" .) }}
+- name: plugins
+  mountPath: {{ printf "%s/plugins" (include "gpudra.kubeletDir" .) }}
+- name: cdi
+  mountPath: {{ .Values.cdiRoot }}
+- name: host-state
+  mountPath: {{ include "gpudra.hostStateDir" . }}
+{{- if not .Values.mock.enabled }}
+- name: driver-root
+  mountPath: /driver-root
+  readOnly: true
+  mountPropagation: HostToContainer
+{{- end }}
+{{- end }}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# demo.sh — the project's main job: a real single-node cluster with mock GPUs,
+# the driver installed by its Helm chart, and the demo workloads getting their
+# GPUs. Prints each demo pod's view of its GPUs.
+#
+# Usage: hack/demo.sh [up|install|run|all]   (default: all = up + install + run)
+#   up       start the local cluster (builds what is missing) and import the driver image
+#   install  helm upgrade --install the chart in mock mode and wait for the plugin
+#   run      run the demos in two waves (the mock machine has 8 GPUs), print each pod's GPU view
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+CLUSTER=$HERE/local-cluster.sh
+NAMESPACE=${GPUDRA_NAMESPACE:-gpudra-system}
+RELEASE=${GPUDRA_RELEASE:-gpudra}
+MOCK_MACHINE=${GPUDRA_MOCK_MACHINE:-dgxh100}
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+cluster_env() { eval "$("$CLUSTER" env)"; }
+
+up() {
+  "$CLUSTER" up
+  "$CLUSTER" image
+}
+
+install() {
+  cluster_env
+  log "installing the chart (mock $MOCK_MACHINE)"
+  helm upgrade --install "$RELEASE" "$REPO/deployments/helm/gpudra" --namespace "$NAMESPACE" --create-namespace \
+    --set mock.enabled=true --set mock.machine="$MOCK_MACHINE" --set image.pullPolicy=Never --wait --timeout 3m
+  kubectl -n "$NAMESPACE" rollout status daemonset -l app.kubernetes.io/instance="$RELEASE" --timeout=2m
+  for _ in $(seq 1 60); do
+    n=$(kubectl get resourceslices -o jsonpath='{range .items[*]}{.spec.devices[*].name}{" "}{end}' | wc -w)
+    [ "$n" -gt 0 ] && break; sleep 1
+  done
+  log "published devices:"
+  kubectl get resourceslices -o custom-columns='SLICE:.metadata.name,NODE:.spec.nodeName,DRIVER:.spec.driver,DEVICES:.spec.devices[*].name'
+}
+
+show_wave() {
+  local wave=$1
+  kubectl wait pods -A -l gpudra.demo/wave="$wave" --for=condition=Ready --timeout=3m >/dev/null
+  kubectl get pods -A -l gpudra.demo/wave="$wave" -o wide
+  local ns pod c
+  while read -r ns pod; do
+    for c in $(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.spec.containers[*].name}'); do
+      echo "=== $ns/$pod [$c]"
+      kubectl -n "$ns" logs "$pod" -c "$c" | sed -n '/GPU-VIEW-BEGIN/,/GPU-VIEW-END/p' | grep -v GPU-VIEW
+    done
+  done < <(kubectl get pods -A -l gpudra.demo/wave="$wave" -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.metadata.name}{"\n"}{end}')
+}
+
+run() {
+  cluster_env
+  kubectl apply -f "$REPO/demo/00-namespace.yaml" >/dev/null
+  log "wave 1: single GPU, two GPUs, one claim for two containers, one claim for two pods"
+  for f in 01 02 03 04; do kubectl apply -f "$REPO"/demo/$f-*.yaml >/dev/null; done
+  show_wave 1
+  kubectl delete pods -A -l gpudra.demo/wave=1 --wait >/dev/null
+  kubectl -n gpudra-demo delete resourceclaim shared-gpu --ignore-not-found --wait >/dev/null
+  log "wave 2: selection by product, memory, compute capability; time-slicing config; admin access"
+  for f in 05 06 07 08 09; do kubectl apply -f "$REPO"/demo/$f-*.yaml >/dev/null; done
+  show_wave 2
+  log "demo pods of wave 2 keep running; remove them with: kubectl delete ns gpudra-demo gpudra-demo-admin"
+}
+
+case ${1:-all} in
+  up) up ;;
+  install) install ;;
+  run) run ;;
+  all) up; install; run ;;
+  *) echo "usage: $0 [up|install|run|all]" >&2; exit 2 ;;
+esac
