@@ -55,7 +55,7 @@ func (f *fakeEdits) Device(uuid string) (specs.ContainerEdits, error) {
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	inv     *inventory.Inventory
 	edits   *fakeEdits
@@ -65,7 +65,7 @@ type env struct {
 	state   *State
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	lib, err := inventory.NewMock("dgxh100", nodeName)
 	if err != nil {
