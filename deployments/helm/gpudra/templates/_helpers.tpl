@@ -85,6 +85,18 @@ Host paths derived from the values.
 {{- end }}
 
 {{/*
+A number as the plugin's flags parse it: integral values without a fraction or
+an exponent (values files give every number as a float64).
+*/}}
+{{- define "gpudra.number" -}}
+{{- if eq (float64 .) (float64 (int64 .)) }}
+{{- int64 . | toString }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
 NVML backend: real, or mock:<machine>.
 */}}
 {{- define "gpudra.nvmlBackend" -}}
@@ -132,13 +144,13 @@ so it checks exactly what the plugin will use).
 - name: INSTALL_CDI_HOOK_FROM
   value: /usr/bin/nvidia-cdi-hook
 - name: VERBOSITY
-  value: {{ .Values.logVerbosity | quote }}
+  value: {{ .Values.logVerbosity | int64 | toString | quote }}
 - name: METRICS_ADDRESS
-  value: {{ printf ":%d" (int .Values.metrics.port) | quote }}
+  value: {{ printf ":%d" (.Values.metrics.port | int64) | quote }}
 - name: KUBE_API_QPS
-  value: {{ .Values.kubeAPIQPS | quote }}
+  value: {{ include "gpudra.number" .Values.kubeAPIQPS | quote }}
 - name: KUBE_API_BURST
-  value: {{ .Values.kubeAPIBurst | quote }}
+  value: {{ .Values.kubeAPIBurst | int64 | toString | quote }}
 - name: HEALTH_RESEND_INTERVAL
   value: {{ .Values.healthResendInterval | quote }}
 {{- end }}
