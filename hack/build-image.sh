@@ -57,6 +57,8 @@ chmod 1777 "$ROOT/tmp"
 cd "$REPO"
 ARCH=$(go env GOARCH)
 export CGO_ENABLED=1
+# go-nvml's header marks dozens of functions deprecated; gcc would print thousands of lines of warnings.
+export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -Wno-deprecated-declarations"
 # -mod=readonly (not the caller's GOFLAGS' -mod, if any): the image is built from go.mod/go.sum as committed.
 build=(go build -mod=readonly -trimpath -ldflags "-s -w")
 t0=$SECONDS
@@ -72,8 +74,11 @@ log "go build ${cmds[*]} nvidia-cdi-hook (cgo, -trimpath)"
 for name in "${cmds[@]}"; do
   "${build[@]}" -o "$ROOT/usr/bin/$name" "./cmd/$name"
 done
-# Built from the repo, so go.mod's require (kept by hack/tools/tools.go) decides the toolkit version.
-"${build[@]}" -o "$ROOT/usr/bin/nvidia-cdi-hook" "$HOOK_PKG"
+# Built from the repo, so go.mod's require (kept by hack/tools/tools.go) decides the toolkit version;
+# the toolkit's Makefile stamps that version with -X (else `nvidia-cdi-hook --version` says "unknown").
+hookver=$(go list -mod=readonly -m -f '{{.Version}}' github.com/NVIDIA/nvidia-container-toolkit)
+go build -mod=readonly -trimpath -o "$ROOT/usr/bin/nvidia-cdi-hook" \
+  -ldflags "-s -w -X github.com/NVIDIA/nvidia-container-toolkit/internal/info.version=${hookver#v}" "$HOOK_PKG"
 log "binaries built in $((SECONDS - t0))s"
 
 # ---------------------------------------------------------------- shared libraries
@@ -92,7 +97,7 @@ for l in $libs; do
   cp -L "$l" "$ROOT$l"
   chmod 0755 "$ROOT$l"
 done
-log "shared libraries: $(echo $libs)"
+log "shared libraries: $(tr '\n' ' ' <<< "$libs")"
 
 # ---------------------------------------------------------------- busybox and /etc
 cp /bin/busybox "$ROOT/bin/busybox"

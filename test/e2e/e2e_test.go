@@ -185,11 +185,23 @@ func viewOf(t *testing.T, ns, pod, container string) gpuView {
 func allocatedMinors(t *testing.T, c kubernetes.Interface, pod *corev1.Pod) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
+	// A pod claim names a ResourceClaim directly, or a template whose
+	// generated claim the pod's status names.
+	generated := map[string]string{}
 	for _, st := range pod.Status.ResourceClaimStatuses {
-		if st.ResourceClaimName == nil {
-			continue
+		if st.ResourceClaimName != nil {
+			generated[st.Name] = *st.ResourceClaimName
 		}
-		claim, err := c.ResourceV1().ResourceClaims(pod.Namespace).Get(context.Background(), *st.ResourceClaimName, metav1.GetOptions{})
+	}
+	for _, pc := range pod.Spec.ResourceClaims {
+		name := generated[pc.Name]
+		if pc.ResourceClaimName != nil {
+			name = *pc.ResourceClaimName
+		}
+		if name == "" {
+			t.Fatalf("pod %s: claim %s has no ResourceClaim", pod.Name, pc.Name)
+		}
+		claim, err := c.ResourceV1().ResourceClaims(pod.Namespace).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,10 +210,10 @@ func allocatedMinors(t *testing.T, c kubernetes.Interface, pod *corev1.Pod) map[
 		}
 		for _, r := range claim.Status.Allocation.Devices.Results {
 			if r.Driver == driverName {
-				out[st.Name] = append(out[st.Name], strings.TrimPrefix(r.Device, "gpu-"))
+				out[pc.Name] = append(out[pc.Name], strings.TrimPrefix(r.Device, "gpu-"))
 			}
 		}
-		sort.Strings(out[st.Name])
+		sort.Strings(out[pc.Name])
 	}
 	return out
 }
