@@ -7,7 +7,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 "$HERE/demo.sh" up
-"$HERE/demo.sh" install
 eval "$("$HERE/local-cluster.sh" env)"
+# helm exists once the cluster is built: lint the chart before installing it.
+helm lint --strict "$REPO/deployments/helm/gpudra"
+helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
+"$HERE/demo.sh" install
 cd "$REPO"
 go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
