@@ -14,3 +14,10 @@ helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
 "$HERE/demo.sh" install
 cd "$REPO"
 go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
+
+# The same cluster without DRA in the way: the chart in device-plugin mode
+# (what mode=auto picks on clusters that do not serve resource.k8s.io/v1),
+# then back to DRA, so a release never runs both.
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=device-plugin --wait --timeout 3m
+GPUDRA_E2E_MODE=device-plugin go test -tags e2e -count=1 -v -timeout 10m -run DevicePlugin ./test/e2e/
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=dra --wait --timeout 3m

@@ -174,3 +174,17 @@ Volume mounts of the plugin container (and of the doctor init container).
   mountPropagation: HostToContainer
 {{- end }}
 {{- end }}
+
+{{/*
+Which plugin this release runs on the nodes: "dra" (the DRA kubelet plugin)
+or "device-plugin" (the classic device plugin). mode=auto picks dra when the
+cluster serves resource.k8s.io/v1, else the device plugin. One release never
+runs both, so a node never advertises its GPUs twice.
+*/}}
+{{- define "gpudra.mode" -}}
+{{- if eq .Values.mode "auto" }}
+{{- if .Capabilities.APIVersions.Has "resource.k8s.io/v1" }}dra{{ else }}device-plugin{{ end }}
+{{- else }}
+{{- .Values.mode }}
+{{- end }}
+{{- end }}
