@@ -12,11 +12,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/deviceplugin"
+	"github.com/gpudra/gpudra/pkg/driverwatch"
 	"github.com/gpudra/gpudra/pkg/flagenv"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockhost"
@@ -32,6 +34,7 @@ type options struct {
 	hookPath       string
 	strategies     string
 	nodeName       string
+	driverWatch    string
 }
 
 func main() {
@@ -64,6 +67,7 @@ func run(args []string) error {
 	f.Bind("pass-device-specs", "PASS_DEVICE_SPECS")
 	f.Int(&o.cfg.Replicas, "replicas", "REPLICAS", 1, "time-slicing: advertise every GPU this many times")
 	f.String(&o.cfg.RenameResource, "rename-resource", "RENAME_RESOURCE", "", "with --replicas > 1: advertise the shared GPUs under this resource name, e.g. nvidia.com/gpu.shared")
+	f.String(&o.driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", "30s", "how often to check whether the NVIDIA driver changed (the plugin then exits to be restarted with a new CDI spec); 0 turns it off")
 	f.String(&o.nodeName, "node-name", "NODE_NAME", "", "name of this node; seeds mock GPU UUIDs")
 	f.Bind("v", "VERBOSITY")
 	if err := f.Parse(args); err != nil {
@@ -80,9 +84,15 @@ func run(args []string) error {
 	if err := o.cfg.Validate(); err != nil {
 		return err
 	}
+	driverWatch, err := time.ParseDuration(o.driverWatch)
+	if err != nil || driverWatch < 0 {
+		return fmt.Errorf("--driver-watch-interval=%q: want a duration such as 30s, or 0", o.driverWatch)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	logger := klog.Background().WithName("gpu-device-plugin")
 	ctx = klog.NewContext(ctx, logger)
 
@@ -129,11 +139,22 @@ func run(args []string) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
+	if driverWatch > 0 {
+		go driverwatch.Watch(ctx, o.driverRoot, driverwatch.DefaultProcRoot, driverWatch, func(before, after string) {
+			cancel(fmt.Errorf("%w (%q -> %q): stopping so that the restarted plugin writes a CDI spec of the new driver", errDriverChanged, before, after))
+		})
+	}
 	<-ctx.Done()
-	logger.Info("Shutting down", "reason", context.Cause(ctx))
+	cause := context.Cause(ctx)
+	logger.Info("Shutting down", "reason", cause)
 	p.Stop()
+	if errors.Is(cause, errDriverChanged) {
+		return cause
+	}
 	return nil
 }
+
+var errDriverChanged = errors.New("the NVIDIA driver changed")
 
 func slicesUseCDI(strategies []string) bool {
 	for _, s := range strategies {

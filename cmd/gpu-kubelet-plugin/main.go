@@ -66,6 +66,8 @@ func run(args []string) error {
 	f.Int(&o.kubeAPIBurst, "kube-api-burst", "KUBE_API_BURST", 400, "burst of the API client")
 	var healthResend string
 	f.String(&healthResend, "health-resend-interval", "HEALTH_RESEND_INTERVAL", "15s", "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
+	var driverWatch string
+	f.String(&driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", "30s", "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
 	f.Bind("v", "VERBOSITY")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -78,6 +80,9 @@ func run(args []string) error {
 		return fmt.Errorf("--health-resend-interval=%q: want a duration between 0 and 30s", healthResend)
 	}
 	o.cfg.HealthResendInterval = d
+	if o.cfg.DriverWatchInterval, err = time.ParseDuration(driverWatch); err != nil || o.cfg.DriverWatchInterval < 0 {
+		return fmt.Errorf("--driver-watch-interval=%q: want a duration such as 30s, or 0", driverWatch)
+	}
 	o.cfg.PodUID = types.UID(o.podUID)
 
 	client, err := newClient(o)

@@ -55,7 +55,7 @@ func Open(backend, driverRoot, seed string) (nvml.Interface, error) {
 
 func openReal(driverRoot string) (lib nvml.Interface, err error) {
 	var opts []nvml.LibraryOption
-	if path := findNVMLLibrary(driverRoot); path != "" {
+	if path := FindNVMLLibrary(driverRoot); path != "" {
 		opts = append(opts, nvml.WithLibraryPath(path))
 	}
 	lib = nvml.New(opts...)
@@ -73,7 +73,9 @@ func openReal(driverRoot string) (lib nvml.Interface, err error) {
 	return lib, nil
 }
 
-func findNVMLLibrary(driverRoot string) string {
+// FindNVMLLibrary returns the path of libnvidia-ml.so.1 under driverRoot, or
+// "" when the driver root has none in the usual library directories.
+func FindNVMLLibrary(driverRoot string) string {
 	if driverRoot == "" {
 		return ""
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
 	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/driverwatch"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/metrics"
 	"github.com/gpudra/gpudra/pkg/mockhost"
@@ -70,6 +71,10 @@ type Config struct {
 	HealthResendInterval time.Duration
 	// BootIDPath defaults to checkpoint's boot ID file.
 	BootIDPath string
+	// DriverWatchInterval is how often the plugin checks whether the driver
+	// changed; it stops with an error when it did, so that it restarts with
+	// edits of the new driver. Zero turns the check off.
+	DriverWatchInterval time.Duration
 }
 
 // PluginDataDir is where the plugin keeps its socket and checkpoint.
@@ -231,6 +236,11 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	m.PublishedDevices.Set(float64(len(devices)))
 	if srv != nil {
 		srv.SetReady(true)
+	}
+	if cfg.DriverWatchInterval > 0 {
+		go driverwatch.Watch(ctx, cfg.DriverRoot, driverwatch.DefaultProcRoot, cfg.DriverWatchInterval, func(before, after string) {
+			cancel(fmt.Errorf("the NVIDIA driver changed (%q -> %q): stopping so that the restarted plugin uses the new driver", before, after))
+		})
 	}
 	logger.Info("GPU kubelet plugin started", "driver", cfg.DriverName, "node", cfg.NodeName, "devices", len(devices), "pluginDataDir", dataDir, "cdiRoot", cfg.CDIRoot)
 	return p, nil

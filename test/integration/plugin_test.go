@@ -441,3 +441,52 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 		}
 	}
 }
+
+// TestDriverChangeStopsThePlugin: after a driver upgrade the edits computed at
+// start name the old libraries, so the plugin stops with an error (and is
+// restarted by its DaemonSet) instead of writing stale specs.
+func TestDriverChangeStopsThePlugin(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	root := t.TempDir()
+	cfg := plugin.Config{
+		NodeName: nodeName, DriverName: driverName, NVMLBackend: "mock:dgxh100",
+		MockHostRoot: filepath.Join(root, "mock"), HookPath: "/usr/bin/nvidia-cdi-hook",
+		CDIRoot: filepath.Join(root, "cdi"), KubeletRegistrarDir: filepath.Join(root, "registry"),
+		KubeletPluginsDir: filepath.Join(root, "plugins"), KubeClient: fake.NewClientset(),
+		DriverWatchInterval: 20 * time.Millisecond,
+	}
+	if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	p, err := plugin.Start(ctx, cfg)
+	if err != nil {
+		if errors.Is(err, mockhost.ErrNoMknod) {
+			t.Skipf("needs CAP_MKNOD: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	select {
+	case <-p.Done():
+		t.Fatalf("plugin stopped without a driver change: %v", p.Err())
+	case <-time.After(200 * time.Millisecond):
+	}
+	lib := filepath.Join(cfg.MockHostRoot, mockhost.LibDir)
+	if err := os.WriteFile(filepath.Join(lib, "libnvidia-ml.so.560.28.03"), []byte("new driver"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(lib, "libnvidia-ml.so.1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("libnvidia-ml.so.560.28.03", filepath.Join(lib, "libnvidia-ml.so.1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+		if !strings.Contains(fmt.Sprint(p.Err()), "driver changed") {
+			t.Errorf("stopped with %v, want a driver change", p.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("driver change not noticed")
+	}
+}
