@@ -106,10 +106,7 @@ func run(args []string) error {
 		return fmt.Errorf("discovering GPUs: %w", err)
 	}
 	if o.mockHostRoot != "" {
-		if !strings.HasPrefix(o.nvmlBackend, "mock:") {
-			return fmt.Errorf("--mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", o.nvmlBackend)
-		}
-		if err := mockhost.Create(mockhost.Options{DriverRoot: o.mockHostRoot, DevRoot: o.mockHostRoot}, inv); err != nil {
+		if err := mockhost.CreateForBackend(o.nvmlBackend, o.mockHostRoot, inv); err != nil {
 			return err
 		}
 		o.driverRoot, o.hostDriverRoot, o.devRoot = o.mockHostRoot, o.mockHostRoot, o.mockHostRoot

@@ -152,7 +152,7 @@ func rootRewriter(from, to string) func(specs.ContainerEdits) specs.ContainerEdi
 		return filepath.Join(to, rel)
 	}
 	return func(e specs.ContainerEdits) specs.ContainerEdits {
-		out := cloneEdits(e)
+		out := CloneEdits(e)
 		for i, m := range out.Mounts {
 			c := *m
 			c.HostPath = rewrite(c.HostPath)

@@ -33,7 +33,7 @@ func ClaimSpec(n Naming, claimUID string, common specs.ContainerEdits, devices [
 	if len(devices) == 0 {
 		return nil, fmt.Errorf("claim %s: no devices to put into a CDI spec", claimUID)
 	}
-	specEdits := cloneEdits(common)
+	specEdits := CloneEdits(common)
 	if !slices.Contains(specEdits.Env, VisibleDevicesVoid) {
 		specEdits.Env = append(specEdits.Env, VisibleDevicesVoid)
 	}
@@ -43,7 +43,7 @@ func ClaimSpec(n Naming, claimUID string, common specs.ContainerEdits, devices [
 		Devices:        make([]specs.Device, 0, len(devices)),
 	}
 	for _, d := range devices {
-		edits := cloneEdits(d.Edits)
+		edits := CloneEdits(d.Edits)
 		edits.Env = append(edits.Env, d.Env...)
 		spec.Devices = append(spec.Devices, specs.Device{
 			Name:           n.DeviceName(claimUID, d.Name),
@@ -96,7 +96,7 @@ func Validate(spec *specs.Spec) error {
 
 // cloneEdits copies the slices of e so that appending to the copy never
 // writes into the shared cached edits.
-func cloneEdits(e specs.ContainerEdits) specs.ContainerEdits {
+func CloneEdits(e specs.ContainerEdits) specs.ContainerEdits {
 	return specs.ContainerEdits{
 		Env:            append([]string(nil), e.Env...),
 		DeviceNodes:    append([]*specs.DeviceNode(nil), e.DeviceNodes...),

@@ -21,7 +21,7 @@ func CDISpecFileName() string { return cdiapi.GenerateSpecName(CDIVendor, CDICla
 // buildCDISpec assembles the spec: the driver-wide edits at spec level, and
 // every GPU twice, by UUID and by index, plus "all".
 func buildCDISpec(cfg Config, inv *inventory.Inventory, edits *cdi.Edits) (*specs.Spec, error) {
-	common := copyEdits(edits.Common())
+	common := cdi.CloneEdits(edits.Common())
 	if !cfg.has(StrategyEnvvar) {
 		// A legacy NVIDIA runtime hook must not add GPUs of its own (an
 		// image's NVIDIA_VISIBLE_DEVICES=all) to those CDI names.
@@ -35,8 +35,8 @@ func buildCDISpec(cfg Config, inv *inventory.Inventory, edits *cdi.Edits) (*spec
 			return nil, err
 		}
 		spec.Devices = append(spec.Devices,
-			specs.Device{Name: d.UUID, ContainerEdits: copyEdits(e)},
-			specs.Device{Name: strconv.Itoa(d.Index), ContainerEdits: copyEdits(e)})
+			specs.Device{Name: d.UUID, ContainerEdits: cdi.CloneEdits(e)},
+			specs.Device{Name: strconv.Itoa(d.Index), ContainerEdits: cdi.CloneEdits(e)})
 		all.DeviceNodes = append(all.DeviceNodes, e.DeviceNodes...)
 		all.Mounts = append(all.Mounts, e.Mounts...)
 		all.Hooks = append(all.Hooks, e.Hooks...)
@@ -72,16 +72,4 @@ func writeCDISpec(cfg Config, inv *inventory.Inventory, edits *cdi.Edits) (strin
 		return "", fmt.Errorf("writing the CDI spec: %w", err)
 	}
 	return path, nil
-}
-
-func copyEdits(e specs.ContainerEdits) specs.ContainerEdits {
-	return specs.ContainerEdits{
-		Env:            append([]string(nil), e.Env...),
-		DeviceNodes:    append([]*specs.DeviceNode(nil), e.DeviceNodes...),
-		NetDevices:     append([]*specs.LinuxNetDevice(nil), e.NetDevices...),
-		Hooks:          append([]*specs.Hook(nil), e.Hooks...),
-		Mounts:         append([]*specs.Mount(nil), e.Mounts...),
-		IntelRdt:       e.IntelRdt,
-		AdditionalGIDs: append([]uint32(nil), e.AdditionalGIDs...),
-	}
 }

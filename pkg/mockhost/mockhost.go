@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -140,4 +141,14 @@ func mknodIfMissing(path string, dev uint64) error {
 		return fmt.Errorf("mock host: %w", err)
 	}
 	return nil
+}
+
+// CreateForBackend is Create for a plugin started with --mock-host-root: the
+// mock host only makes sense with a mock NVML backend ("mock:<machine>"), and
+// the driver root and device root are both root.
+func CreateForBackend(backend, root string, inv *inventory.Inventory) error {
+	if !strings.HasPrefix(backend, "mock:") {
+		return fmt.Errorf("--mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", backend)
+	}
+	return Create(Options{DriverRoot: root, DevRoot: root}, inv)
 }

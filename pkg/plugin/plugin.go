@@ -125,10 +125,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	}
 	p.inventory = inv
 	if cfg.MockHostRoot != "" {
-		if !strings.HasPrefix(cfg.NVMLBackend, "mock:") {
-			return nil, fmt.Errorf("--mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", cfg.NVMLBackend)
-		}
-		if err := mockhost.Create(mockhost.Options{DriverRoot: cfg.MockHostRoot, DevRoot: cfg.MockHostRoot}, inv); err != nil {
+		if err := mockhost.CreateForBackend(cfg.NVMLBackend, cfg.MockHostRoot, inv); err != nil {
 			return nil, err
 		}
 		cfg.DriverRoot, cfg.HostDriverRoot, cfg.DevRoot = cfg.MockHostRoot, cfg.MockHostRoot, cfg.MockHostRoot
