@@ -7,7 +7,7 @@ BINARIES  := gpu-kubelet-plugin
 TEST_FLAGS ?= -race -count=1
 FUZZ_TIME ?= 30s
 
-.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image
+.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image bench-dra
 
 all: build
 
@@ -53,3 +53,6 @@ cluster-down: ## stop the local cluster
 
 clean:
 	rm -rf $(BIN_DIR)
+
+bench-dra: ## kubelet-side DRA prepare/unprepare benchmark against the running plugin (root, local cluster up, chart installed)
+	$(GO) run ./cmd/gpudra-bench --claims 8 --concurrency 1,8 --rounds 30

@@ -1,0 +1,464 @@
+// Command gpudra-bench plays the kubelet against a DRA plugin socket: it
+// creates ResourceClaims allocated to the node's devices (by writing their
+// status directly, in place of the scheduler), then calls
+// NodePrepareResources and NodeUnprepareResources on the plugin's gRPC socket
+// at one or more concurrency levels and reports per-call latencies and
+// throughput, next to the latency floor of a durable file write on the same
+// disk (temp file + fsync + rename + directory fsync).
+//
+// It needs access to the plugin socket (root on the node) and a kubeconfig
+// allowed to create ResourceClaims and update their status.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+)
+
+type options struct {
+	kubeconfig  string
+	socket      string
+	driver      string
+	node        string
+	claims      int
+	concurrency []int
+	rounds      int
+	warmup      int
+	namespace   string
+	fsyncDir    string
+	fsyncWrites int
+	callTimeout time.Duration
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gpudra-bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "gpudra-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("gpudra-bench", flag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "path to the kubeconfig (default $KUBECONFIG; empty: in-cluster config)")
+	fs.StringVar(&o.socket, "socket", "/var/lib/kubelet/plugins/gpu.nvidia.com/dra.sock", "the plugin's DRA gRPC socket (if missing, the only dra*.sock in its directory is used)")
+	fs.StringVar(&o.driver, "driver", "gpu.nvidia.com", "DRA driver name")
+	fs.StringVar(&o.node, "node", "", "node whose ResourceSlices are used (default: the cluster's only node)")
+	fs.IntVar(&o.claims, "claims", 8, "number of ResourceClaims (at most the number of free devices)")
+	conc := fs.String("concurrency", "1", "calls in flight; a comma-separated list runs each level in turn (e.g. 1,8)")
+	fs.IntVar(&o.rounds, "rounds", 50, "prepare+unprepare rounds per concurrency level")
+	fs.IntVar(&o.warmup, "warmup", 1, "unmeasured rounds before the first measured level")
+	fs.StringVar(&o.namespace, "namespace", "gpudra-bench", "namespace of the claims (created, and deleted afterwards, if missing)")
+	fs.StringVar(&o.fsyncDir, "fsync-dir", "/var/run/cdi", "directory where the durable-write floor is measured")
+	fs.IntVar(&o.fsyncWrites, "fsync-writes", 200, "number of durable writes for the floor measurement")
+	fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "timeout of one gRPC call")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	for _, s := range strings.Split(*conc, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		c, err := strconv.Atoi(s)
+		if err != nil || c < 1 {
+			return nil, fmt.Errorf("--concurrency: %q is not a positive integer", s)
+		}
+		o.concurrency = append(o.concurrency, c)
+	}
+	switch {
+	case len(o.concurrency) == 0:
+		return nil, errors.New("--concurrency: no level given")
+	case o.claims < 1:
+		return nil, errors.New("--claims must be at least 1")
+	case o.rounds < 1:
+		return nil, errors.New("--rounds must be at least 1")
+	case o.warmup < 0:
+		return nil, errors.New("--warmup must not be negative")
+	case o.fsyncWrites < 1:
+		return nil, errors.New("--fsync-writes must be at least 1")
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, o *options) (retErr error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+
+	socket, err := resolveSocket(o.socket)
+	if err != nil {
+		return err
+	}
+
+	if o.node == "" {
+		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("list nodes: %w", err)
+		}
+		if len(nodes.Items) != 1 {
+			return fmt.Errorf("the cluster has %d nodes: name one with --node", len(nodes.Items))
+		}
+		o.node = nodes.Items[0].Name
+	}
+
+	devices, err := freeDevices(ctx, cs, o.driver, o.node)
+	if err != nil {
+		return err
+	}
+	if o.claims > len(devices) {
+		return fmt.Errorf("--claims %d exceeds the %d free devices of driver %s on node %s: each claim gets its own device",
+			o.claims, len(devices), o.driver, o.node)
+	}
+	fmt.Printf("node %s, driver %s, socket %s, %d free devices, %d claims\n", o.node, o.driver, socket, len(devices), o.claims)
+
+	// The disk floor first, while nothing else of ours touches the disk.
+	floor, err := measureFloor(o.fsyncDir, o.fsyncWrites)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("durable write floor in %s (%d writes of 2 KiB): p50 %.3f ms, p90 %.3f ms, max %.3f ms\n",
+		o.fsyncDir, o.fsyncWrites, ms(floor.p50), ms(floor.p90), ms(floor.max))
+
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("gRPC client for %s: %w", socket, err)
+	}
+	defer conn.Close()
+	client := drapb.NewDRAPluginClient(conn)
+
+	// Set up the claims; clean up whatever was set up, also on failure or
+	// interruption (with a context of its own).
+	var created []*resourceapi.ResourceClaim
+	createdNS := false
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := cleanup(cctx, cs, client, o, created, createdNS); err != nil {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
+			if retErr == nil {
+				retErr = err
+			}
+		}
+	}()
+
+	createdNS, err = ensureNamespace(ctx, cs, o.namespace)
+	if err != nil {
+		return err
+	}
+	created, err = createClaims(ctx, cs, o, devices[:o.claims])
+	if err != nil {
+		return err
+	}
+	pbClaims := make([]*drapb.Claim, len(created))
+	for i, c := range created {
+		pbClaims[i] = &drapb.Claim{Namespace: c.Namespace, Name: c.Name, Uid: string(c.UID)}
+	}
+
+	// The plugin helper GETs each claim from the API server before preparing
+	// it: time that call from here too, to split prepare latency into API
+	// and node work.
+	get, err := measureGet(ctx, cs, created[0], 100)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ResourceClaim GET from this host (100 calls): p50 %.3f ms, p90 %.3f ms\n", ms(get.p50), ms(get.p90))
+	floor.get = get.p50
+
+	b := &bencher{client: client, claims: pbClaims, timeout: o.callTimeout}
+	if o.warmup > 0 {
+		r := b.run(ctx, o.concurrency[0], o.warmup)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		fmt.Printf("warm-up: %d round(s) at concurrency %d, %d prepare / %d unprepare errors\n",
+			o.warmup, o.concurrency[0], r.prepare.errors, r.unprepare.errors)
+		if r.firstErr != "" {
+			fmt.Printf("  first error: %s\n", r.firstErr)
+		}
+	}
+
+	var results []*levelResult
+	for _, c := range o.concurrency {
+		r := b.run(ctx, c, o.rounds)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		results = append(results, r)
+	}
+
+	printTable(o, results, floor)
+	for _, r := range results {
+		fmt.Println(jsonLine(o, r, floor))
+	}
+	for _, r := range results {
+		if r.prepare.errors+r.unprepare.errors > 0 {
+			return fmt.Errorf("concurrency %d: %d prepare and %d unprepare errors", r.concurrency, r.prepare.errors, r.unprepare.errors)
+		}
+	}
+	return nil
+}
+
+// resolveSocket returns path if it exists, else the only (or newest) dra*.sock
+// in its directory: during a rolling update of the plugin the socket's name
+// carries the pod UID.
+func resolveSocket(path string) (string, error) {
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "dra*.sock"))
+	if len(matches) == 0 {
+		return "", fmt.Errorf("socket %s does not exist and %s holds no dra*.sock (is the plugin running, and are you root?)", path, filepath.Dir(path))
+	}
+	best, bestTime := "", time.Time{}
+	for _, m := range matches {
+		fi, err := os.Stat(m)
+		if err != nil {
+			continue
+		}
+		if best == "" || fi.ModTime().After(bestTime) {
+			best, bestTime = m, fi.ModTime()
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("socket %s does not exist and none of %v can be read", path, matches)
+	}
+	if len(matches) > 1 {
+		fmt.Fprintf(os.Stderr, "socket %s does not exist; using the newest of %v: %s\n", path, matches, best)
+	}
+	return best, nil
+}
+
+type poolDevice struct{ pool, device string }
+
+// freeDevices lists the devices of the driver's ResourceSlices for node that
+// no existing claim holds (exclusively).
+func freeDevices(ctx context.Context, cs kubernetes.Interface, driver, node string) ([]poolDevice, error) {
+	slices, err := cs.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
+		FieldSelector: "spec.nodeName=" + node + ",spec.driver=" + driver,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list ResourceSlices: %w", err)
+	}
+	// The newest generation of each pool only.
+	gen := map[string]int64{}
+	for _, s := range slices.Items {
+		if s.Spec.Pool.Generation > gen[s.Spec.Pool.Name] {
+			gen[s.Spec.Pool.Name] = s.Spec.Pool.Generation
+		}
+	}
+	var all []poolDevice
+	for _, s := range slices.Items {
+		if s.Spec.Driver != driver || s.Spec.NodeName == nil || *s.Spec.NodeName != node || s.Spec.Pool.Generation != gen[s.Spec.Pool.Name] {
+			continue
+		}
+		for _, d := range s.Spec.Devices {
+			all = append(all, poolDevice{pool: s.Spec.Pool.Name, device: d.Name})
+		}
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("no devices of driver %s in the ResourceSlices of node %s (is the plugin running?)", driver, node)
+	}
+
+	claims, err := cs.ResourceV1().ResourceClaims(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list ResourceClaims: %w", err)
+	}
+	used := map[poolDevice]bool{}
+	for _, c := range claims.Items {
+		if c.Status.Allocation == nil {
+			continue
+		}
+		for _, r := range c.Status.Allocation.Devices.Results {
+			if r.Driver == driver && (r.AdminAccess == nil || !*r.AdminAccess) {
+				used[poolDevice{pool: r.Pool, device: r.Device}] = true
+			}
+		}
+	}
+	var free []poolDevice
+	for _, d := range all {
+		if !used[d] {
+			free = append(free, d)
+		}
+	}
+	sort.Slice(free, func(i, j int) bool {
+		if free[i].pool != free[j].pool {
+			return free[i].pool < free[j].pool
+		}
+		return free[i].device < free[j].device
+	})
+	return free, nil
+}
+
+func measureGet(ctx context.Context, cs kubernetes.Interface, c *resourceapi.ResourceClaim, n int) (summary, error) {
+	ds := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		t := time.Now()
+		if _, err := cs.ResourceV1().ResourceClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{}); err != nil {
+			return summary{}, fmt.Errorf("get claim %s/%s: %w", c.Namespace, c.Name, err)
+		}
+		ds = append(ds, time.Since(t))
+	}
+	return summarize(ds), nil
+}
+
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) (bool, error) {
+	got, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	// A namespace left Terminating by a previous run: wait for it to go.
+	for deadline := time.Now().Add(2 * time.Minute); err == nil && got.Status.Phase == corev1.NamespaceTerminating; {
+		if time.Now().After(deadline) {
+			return false, fmt.Errorf("namespace %s is still terminating", ns)
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		got, err = cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	}
+	if err == nil {
+		return false, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("get namespace %s: %w", ns, err)
+	}
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	return true, nil
+}
+
+const benchLabel = "gpudra.io/bench"
+
+// createClaims creates one claim per device and allocates it by writing its
+// status, as the scheduler would. No status.reservedFor: the resource claim
+// controller only deallocates a claim when its last consumer goes away, and
+// the kubelet plugin helper only requires the allocation and a matching UID.
+func createClaims(ctx context.Context, cs kubernetes.Interface, o *options, devices []poolDevice) ([]*resourceapi.ResourceClaim, error) {
+	var out []*resourceapi.ResourceClaim
+	for i, d := range devices {
+		claim := &resourceapi.ResourceClaim{
+			ObjectMeta: metav1.ObjectMeta{
+				GenerateName: fmt.Sprintf("bench-%d-", i),
+				Namespace:    o.namespace,
+				Labels:       map[string]string{benchLabel: "true"},
+			},
+			Spec: resourceapi.ResourceClaimSpec{
+				Devices: resourceapi.DeviceClaim{
+					Requests: []resourceapi.DeviceRequest{{
+						Name: "gpu",
+						Exactly: &resourceapi.ExactDeviceRequest{
+							DeviceClassName: o.driver,
+							AllocationMode:  resourceapi.DeviceAllocationModeExactCount,
+							Count:           1,
+						},
+					}},
+				},
+			},
+		}
+		c, err := cs.ResourceV1().ResourceClaims(o.namespace).Create(ctx, claim, metav1.CreateOptions{})
+		if err != nil {
+			return out, fmt.Errorf("create claim %d: %w", i, err)
+		}
+		out = append(out, c)
+		c = c.DeepCopy()
+		c.Status.Allocation = &resourceapi.AllocationResult{
+			Devices: resourceapi.DeviceAllocationResult{
+				Results: []resourceapi.DeviceRequestAllocationResult{{
+					Request: "gpu",
+					Driver:  o.driver,
+					Pool:    d.pool,
+					Device:  d.device,
+				}},
+			},
+			NodeSelector: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+					MatchFields: []corev1.NodeSelectorRequirement{{
+						Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{o.node},
+					}},
+				}},
+			},
+		}
+		c, err = cs.ResourceV1().ResourceClaims(o.namespace).UpdateStatus(ctx, c, metav1.UpdateOptions{})
+		if err != nil {
+			return out, fmt.Errorf("allocate claim %s/%s to device %s/%s: %w", o.namespace, out[len(out)-1].Name, d.pool, d.device, err)
+		}
+		out[len(out)-1] = c
+	}
+	// Make sure nothing took the allocations away.
+	for _, c := range out {
+		got, err := cs.ResourceV1().ResourceClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
+		if err != nil {
+			return out, fmt.Errorf("get claim %s/%s: %w", c.Namespace, c.Name, err)
+		}
+		if got.Status.Allocation == nil {
+			return out, fmt.Errorf("claim %s/%s lost its allocation after it was set", c.Namespace, c.Name)
+		}
+	}
+	return out, nil
+}
+
+func cleanup(ctx context.Context, cs kubernetes.Interface, client drapb.DRAPluginClient, o *options, claims []*resourceapi.ResourceClaim, createdNS bool) error {
+	var errs []error
+	for _, c := range claims {
+		resp, err := client.NodeUnprepareResources(ctx, &drapb.NodeUnprepareResourcesRequest{
+			Claims: []*drapb.Claim{{Namespace: c.Namespace, Name: c.Name, Uid: string(c.UID)}},
+		})
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("unprepare %s/%s: %w", c.Namespace, c.Name, err))
+		case resp.Claims[string(c.UID)] != nil && resp.Claims[string(c.UID)].Error != "":
+			errs = append(errs, fmt.Errorf("unprepare %s/%s: %s", c.Namespace, c.Name, resp.Claims[string(c.UID)].Error))
+		}
+	}
+	for _, c := range claims {
+		err := cs.ResourceV1().ResourceClaims(c.Namespace).Delete(ctx, c.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete claim %s/%s: %w", c.Namespace, c.Name, err))
+		}
+	}
+	if createdNS {
+		err := cs.CoreV1().Namespaces().Delete(ctx, o.namespace, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete namespace %s: %w", o.namespace, err))
+		}
+	}
+	return errors.Join(errs...)
+}
