@@ -44,6 +44,7 @@ type options struct {
 	concurrency []int
 	rounds      int
 	warmup      int
+	memoryPairs int
 	namespace   string
 	fsyncDir    string
 	fsyncWrites int
@@ -75,6 +76,7 @@ func parseFlags(args []string) (*options, error) {
 	conc := fs.String("concurrency", "1", "calls in flight; a comma-separated list runs each level in turn (e.g. 1,8)")
 	fs.IntVar(&o.rounds, "rounds", 50, "prepare+unprepare rounds per concurrency level")
 	fs.IntVar(&o.warmup, "warmup", 1, "unmeasured rounds before the first measured level")
+	fs.IntVar(&o.memoryPairs, "memory-pairs", 0, "after the latency levels, run this many pairs at concurrency 1 and report the plugin's resident memory before, halfway and at the end (0: off)")
 	fs.StringVar(&o.namespace, "namespace", "gpudra-bench", "namespace of the claims (created, and deleted afterwards, if missing)")
 	fs.StringVar(&o.fsyncDir, "fsync-dir", "/var/run/cdi", "directory where the durable-write floor is measured")
 	fs.IntVar(&o.fsyncWrites, "fsync-writes", 200, "number of durable writes for the floor measurement")
@@ -226,6 +228,11 @@ func run(ctx context.Context, o *options) (retErr error) {
 	printTable(o, results, floor)
 	for _, r := range results {
 		fmt.Println(jsonLine(o, r, floor))
+	}
+	if o.memoryPairs > 0 {
+		if err := measureMemory(ctx, b, o.memoryPairs); err != nil {
+			return fmt.Errorf("measuring the plugin's memory: %w", err)
+		}
 	}
 	for _, r := range results {
 		if r.prepare.errors+r.unprepare.errors > 0 {
