@@ -8,6 +8,19 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 "$HERE/demo.sh" up
 eval "$("$HERE/local-cluster.sh" env)"
+
+# On failure, leave what is needed to understand it in the CI log.
+diagnose() {
+  local rc=$?
+  [ "$rc" -eq 0 ] && return
+  echo "=== e2e failed (exit $rc): cluster state" >&2
+  kubectl get pods -A -o wide >&2 || true
+  kubectl get resourceclaims -A >&2 || true
+  kubectl get events -A --sort-by=.lastTimestamp 2>/dev/null | tail -40 >&2 || true
+  kubectl -n gpudra-system logs -l app.kubernetes.io/instance=gpudra --all-containers --tail=80 >&2 || true
+  ls -l /var/run/cdi >&2 || true
+}
+trap diagnose EXIT
 # helm exists once the cluster is built: lint the chart before installing it.
 helm lint --strict "$REPO/deployments/helm/gpudra"
 helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
