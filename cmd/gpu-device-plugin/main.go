@@ -120,11 +120,7 @@ func run(args []string) error {
 
 	var edits *cdi.Edits
 	if slicesUseCDI(o.cfg.DeviceListStrategies) {
-		uuids := make([]string, 0, len(inv.Devices))
-		for _, d := range inv.Devices {
-			uuids = append(uuids, d.UUID)
-		}
-		edits, err = cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: o.driverRoot, HostDriverRoot: o.hostDriverRoot, DevRoot: o.devRoot, HookPath: o.hookPath}, uuids)
+		edits, err = cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: o.driverRoot, HostDriverRoot: o.hostDriverRoot, DevRoot: o.devRoot, HookPath: o.hookPath}, inv.UUIDs())
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package cdi_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockhost"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
 )
 
 // mockDriver is a mock dgxh100 with its host files laid out in a temp dir.
@@ -25,27 +25,11 @@ type mockDriver struct {
 
 func newMockDriver(t testing.TB) *mockDriver {
 	t.Helper()
-	lib, err := inventory.NewMock("dgxh100", "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
 	root := t.TempDir()
-	if err := mockhost.Create(mockhost.Options{DriverRoot: root, DevRoot: root}, inv); err != nil {
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			t.Skipf("needs CAP_MKNOD: %v", err)
-		}
-		t.Fatal(err)
-	}
-	var uuids []string
-	for _, d := range inv.Devices {
-		uuids = append(uuids, d.UUID)
-	}
+	mockhosttest.Host(t, root, inv)
 	_, ctx := ktesting.NewTestContext(t)
-	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: root, HookPath: "/usr/local/bin/nvidia-cdi-hook"}, uuids)
+	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: root, HookPath: "/usr/local/bin/nvidia-cdi-hook"}, inv.UUIDs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,21 +140,9 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // TestHostDriverRootRewritesHostPaths covers a plugin container that sees
 // the host's driver root at a mount point of its own.
 func TestHostDriverRootRewritesHostPaths(t *testing.T) {
-	lib, err := inventory.NewMock("dgxh100", "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
 	mounted := t.TempDir() // the host's /run/nvidia/driver, as the container sees it
-	if err := mockhost.Create(mockhost.Options{DriverRoot: mounted, DevRoot: mounted}, inv); err != nil {
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			t.Skipf("needs CAP_MKNOD: %v", err)
-		}
-		t.Fatal(err)
-	}
+	mockhosttest.Host(t, mounted, inv)
 	_, ctx := ktesting.NewTestContext(t)
 	e, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: mounted, HostDriverRoot: "/run/nvidia/driver"}, []string{inv.Devices[0].UUID})
 	if err != nil {

@@ -2,7 +2,6 @@ package deviceplugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
 )
 
 type testEnv struct {
@@ -34,31 +33,16 @@ type testEnv struct {
 // out the mock host and computes the CDI edits (skipping without CAP_MKNOD).
 func newEnv(t testing.TB, withCDI bool) *testEnv {
 	t.Helper()
-	lib, err := inventory.NewMock("dgxh100", "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
 	e := &testEnv{inv: inv, lib: lib}
 	if !withCDI {
 		return e
 	}
 	e.root = t.TempDir()
-	if err := mockhost.Create(mockhost.Options{DriverRoot: e.root, DevRoot: e.root}, inv); err != nil {
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			t.Skipf("needs CAP_MKNOD: %v", err)
-		}
-		t.Fatal(err)
-	}
-	var uuids []string
-	for _, d := range inv.Devices {
-		uuids = append(uuids, d.UUID)
-	}
+	mockhosttest.Host(t, e.root, inv)
 	_, ctx := ktesting.NewTestContext(t)
-	e.edits, err = cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: e.root, HookPath: "/usr/local/bin/nvidia-cdi-hook"}, uuids)
+	var err error
+	e.edits, err = cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: e.root, HookPath: "/usr/local/bin/nvidia-cdi-hook"}, inv.UUIDs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,10 +308,7 @@ func TestCDISpecValidAndResolvesEveryID(t *testing.T) {
 	if errs := cache.GetErrors(); len(errs) != 0 {
 		t.Fatalf("CDI cache errors: %v", errs)
 	}
-	var uuids []string
-	for _, d := range e.inv.Devices {
-		uuids = append(uuids, d.UUID)
-	}
+	uuids := e.inv.UUIDs()
 	// Every ID the cdi-cri strategy returns resolves, under both ID
 	// strategies (the spec names GPUs both ways).
 	for _, ids := range [][]string{uuids, {"0", "1", "2", "3", "4", "5", "6", "7"}} {

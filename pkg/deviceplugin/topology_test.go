@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
 )
 
 // nvlinkMachine is 4 GPUs on one NUMA node, all under one host bridge, with
@@ -79,14 +80,7 @@ func TestPreferredAllocationFollowsNVLinks(t *testing.T) {
 func TestTopologyFallsBackToNUMAOnMockPanics(t *testing.T) {
 	// The go-nvml mock machines panic for unimplemented methods (common
 	// ancestors, NVLinks); NUMA still counts.
-	lib, err := inventory.NewMock("dgxh100", "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
 	logger, _ := ktesting.NewTestContext(t)
 	topo := readTopology(logger, lib, inv.Devices)
 	if !slices.Equal(topo.sources, []string{"numa"}) {

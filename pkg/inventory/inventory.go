@@ -57,6 +57,15 @@ func (inv *Inventory) DeviceByUUID(uuid string) (Device, bool) {
 	return Device{}, false
 }
 
+// UUIDs returns the devices' UUIDs in NVML index order.
+func (inv *Inventory) UUIDs() []string {
+	uuids := make([]string, 0, len(inv.Devices))
+	for _, d := range inv.Devices {
+		uuids = append(uuids, d.UUID)
+	}
+	return uuids
+}
+
 // Discover enumerates every GPU through lib. lib must be initialized by the
 // caller (see Open); Discover does not call Init or Shutdown.
 func Discover(lib nvml.Interface) (*Inventory, error) {

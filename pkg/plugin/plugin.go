@@ -137,11 +137,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	}
 	logger.Info("Discovered GPUs", "count", len(inv.Devices), "driverVersion", inv.DriverVersion, "cudaDriverVersion", inv.CUDADriverVersion, "backend", cfg.NVMLBackend)
 
-	uuids := make([]string, 0, len(inv.Devices))
-	for _, d := range inv.Devices {
-		uuids = append(uuids, d.UUID)
-	}
-	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: cfg.DriverRoot, HostDriverRoot: cfg.HostDriverRoot, DevRoot: cfg.DevRoot, HookPath: cfg.HookPath}, uuids)
+	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: cfg.DriverRoot, HostDriverRoot: cfg.HostDriverRoot, DevRoot: cfg.DevRoot, HookPath: cfg.HookPath}, inv.UUIDs())
 	if err != nil {
 		return nil, err
 	}

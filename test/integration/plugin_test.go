@@ -29,6 +29,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockhost"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -52,21 +53,9 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(cancel)
 	root := t.TempDir()
 	// The mock driver's files, so that the specs name paths that exist.
-	lib, err := inventory.NewMock("dgxh100", nodeName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, inv := mockhosttest.Machine(t, "dgxh100", nodeName)
 	driverRoot := filepath.Join(root, "driver")
-	if err := mockhost.Create(mockhost.Options{DriverRoot: driverRoot, DevRoot: driverRoot}, inv); err != nil {
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			t.Skipf("needs CAP_MKNOD for mock device nodes: %v", err)
-		}
-		t.Fatal(err)
-	}
+	mockhosttest.Host(t, driverRoot, inv)
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, UID: "node-uid"}})
 	h := &harness{t: t, ctx: ctx, client: client, cfg: plugin.Config{
 		NodeName:             nodeName,
@@ -394,12 +383,7 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := plugin.Start(ctx, cfg)
-	if err != nil {
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			t.Skipf("needs CAP_MKNOD: %v", err)
-		}
-		t.Fatal(err)
-	}
+	mockhosttest.SkipWithoutMknod(t, err)
 	defer p.Stop()
 	if fi, err := os.Stat(cfg.HookPath); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("hook not installed executable: %v %v", fi, err)
@@ -459,12 +443,7 @@ func TestDriverChangeStopsThePlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := plugin.Start(ctx, cfg)
-	if err != nil {
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			t.Skipf("needs CAP_MKNOD: %v", err)
-		}
-		t.Fatal(err)
-	}
+	mockhosttest.SkipWithoutMknod(t, err)
 	defer p.Stop()
 	select {
 	case <-p.Done():

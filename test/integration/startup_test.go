@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,7 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2"
 
-	"github.com/gpudra/gpudra/pkg/mockhost"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -38,12 +37,7 @@ func BenchmarkStartToPublished(b *testing.B) {
 		}
 		b.StartTimer()
 		p, err := plugin.Start(ctx, cfg)
-		if errors.Is(err, mockhost.ErrNoMknod) {
-			b.Skipf("needs CAP_MKNOD: %v", err)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		mockhosttest.SkipWithoutMknod(b, err)
 		for {
 			slices, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
 			if err != nil {
