@@ -91,10 +91,13 @@ type Plugin struct {
 	cancel      context.CancelCauseFunc
 }
 
-// Start brings the plugin up and returns once it serves the kubelet and has
-// handed its ResourceSlices to the publisher. It fails, and leaves nothing
-// running, when NVML cannot be loaded or a directory cannot be used: a
-// half-running plugin is worse than one that does not start.
+// Start brings the plugin up and returns once it serves the kubelet. On a
+// node without slices of the driver it has created them by then; the
+// resourceslice controller, which keeps them in line from then on, starts in
+// the background as soon as the API server answers. The metrics server's
+// /readyz turns ready once the node's slices are published. It fails, and
+// leaves nothing running, when NVML cannot be loaded or a directory cannot be
+// used: a half-running plugin is worse than one that does not start.
 //
 // The plugin runs until ctx is done or a fatal background error occurs; Done
 // is closed then, and Err tells why.
@@ -223,13 +226,27 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		return nil, fmt.Errorf("starting the kubelet plugin: %w", err)
 	}
 	p.helper = helper
-	if err := helper.PublishResources(ctx, resourceslice.DriverResources(cfg.NodeName, devices)); err != nil {
-		return nil, fmt.Errorf("publishing ResourceSlices: %w", err)
-	}
-	m.PublishedDevices.Set(float64(len(devices)))
-	if srv != nil {
+	resources := resourceslice.DriverResources(cfg.NodeName, devices)
+	if publishInitialSlices(ctx, cfg, resources) && srv != nil {
 		srv.SetReady(true)
 	}
+	// The resourceslice controller starts only once its informer has synced
+	// (at least a second; as long as the API server is unreachable): the
+	// plugin serves prepares meanwhile, and is ready once its slices are
+	// published.
+	go func() {
+		if err := helper.PublishResources(ctx, resources); err != nil {
+			if ctx.Err() == nil {
+				cancel(fmt.Errorf("publishing ResourceSlices: %w", err))
+			}
+			return
+		}
+		m.PublishedDevices.Set(float64(len(devices)))
+		if srv != nil {
+			srv.SetReady(true)
+		}
+		logger.V(2).Info("ResourceSlice controller running")
+	}()
 	if cfg.DriverWatchInterval > 0 {
 		go driverwatch.Watch(ctx, cfg.DriverRoot, driverwatch.DefaultProcRoot, cfg.DriverWatchInterval, func(before, after string) {
 			cancel(fmt.Errorf("the NVIDIA driver changed (%q -> %q): stopping so that the restarted plugin uses the new driver", before, after))

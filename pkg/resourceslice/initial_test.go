@@ -1,0 +1,146 @@
+package resourceslice
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
+	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	testNode   = "node-a"
+	testDriver = "gpu.nvidia.com"
+)
+
+// fakeAPIServer is a fake clientset that, like the API server, turns
+// metadata.generateName into a name.
+func fakeAPIServer(objs ...runtime.Object) *fake.Clientset {
+	client := fake.NewClientset(objs...)
+	var n atomic.Int64
+	client.PrependReactor("create", "resourceslices", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		slice := action.(k8stesting.CreateAction).GetObject().(*resourceapi.ResourceSlice)
+		if slice.Name == "" && slice.GenerateName != "" {
+			slice.Name = fmt.Sprintf("%s%05d", slice.GenerateName, n.Add(1))
+		}
+		return false, nil, nil
+	})
+	return client
+}
+
+func countActions(client *fake.Clientset, verb, resource string) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == verb && a.GetResource().Resource == resource {
+			n++
+		}
+	}
+	return n
+}
+
+// The library's controller must adopt the slices CreateInitialSlices made:
+// no create, update or delete of its own. This guards the naming and
+// generation contract against changes of k8s.io/dynamic-resource-allocation.
+func TestCreateInitialSlicesAreAdoptedByTheController(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		devices []resourceapi.Device
+	}{
+		{"dgxh100", Devices(mockInventory(t, "dgxh100", testNode), Options{})},
+		{"two slices", syntheticDevices(MaxDevicesPerSlice + 3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode, UID: "node-uid"}})
+			res := DriverResources(testNode, tc.devices)
+
+			created, err := CreateInitialSlices(ctx, client, testDriver, testNode, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := len(res.Pools[testNode].Slices); created != want {
+				t.Fatalf("created %d slices, want %d", created, want)
+			}
+			slices, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range slices.Items {
+				if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != "node-uid" || !ptr.Deref(s.OwnerReferences[0].Controller, false) {
+					t.Errorf("slice %s: owner references %+v, want the node as controller", s.Name, s.OwnerReferences)
+				}
+			}
+
+			nodeGets := countActions(client, "get", "nodes")
+			ctrl, err := draresourceslice.StartController(ctx, draresourceslice.Options{
+				DriverName: testDriver, KubeClient: client,
+				Owner:     &draresourceslice.Owner{APIVersion: "v1", Kind: "Node", Name: testNode},
+				Resources: &draresourceslice.DriverResources{Pools: res.Pools},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ctrl.Stop()
+			// The controller looks up the node's UID at the start of its
+			// first pool sync, then decides what to change.
+			deadline := time.Now().Add(20 * time.Second)
+			for countActions(client, "get", "nodes") == nodeGets {
+				if time.Now().After(deadline) {
+					t.Fatal("the controller did not sync the pool within 20s")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+				if st := ctrl.GetStats(); st != (draresourceslice.Stats{}) {
+					t.Fatalf("the controller changed the initial slices: %+v", st)
+				}
+			}
+		})
+	}
+}
+
+func TestCreateInitialSlicesLeavesExistingSlicesToTheController(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	existing := &resourceapi.ResourceSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "00000-gpu.nvidia.com-node-a-x"},
+		Spec:       resourceapi.ResourceSliceSpec{Driver: testDriver, NodeName: ptr.To(testNode), Pool: resourceapi.ResourcePool{Name: testNode, Generation: 4, ResourceSliceCount: 1}},
+	}
+	other := existing.DeepCopy()
+	other.Name, other.Spec.NodeName = "00000-gpu.nvidia.com-node-b-x", ptr.To("node-b")
+	client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}, existing, other)
+	created, err := CreateInitialSlices(ctx, client, testDriver, testNode, DriverResources(testNode, syntheticDevices(2)))
+	if err != nil || created != 0 {
+		t.Fatalf("got %d created, err %v; want none: the node has a slice", created, err)
+	}
+
+	// Another node's slice does not count.
+	client = fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}, other)
+	created, err = CreateInitialSlices(ctx, client, testDriver, testNode, DriverResources(testNode, syntheticDevices(2)))
+	if err != nil || created != 1 {
+		t.Fatalf("got %d created, err %v; want 1", created, err)
+	}
+}
+
+func TestCreateInitialSlicesReportsAPIErrors(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	client := fakeAPIServer() // no node object
+	_, err := CreateInitialSlices(ctx, client, testDriver, testNode, DriverResources(testNode, syntheticDevices(1)))
+	if err == nil {
+		t.Fatal("no error without the node object")
+	}
+	if n := countActions(client, "create", "resourceslices"); n != 0 {
+		t.Fatalf("%d slices created although the owner is unknown", n)
+	}
+}
