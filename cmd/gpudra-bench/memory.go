@@ -44,20 +44,41 @@ func pluginPID() (int, error) {
 	return best, nil
 }
 
-// rssKiB reads VmRSS of pid.
-func rssKiB(pid int) (int, error) {
+// rss is a process's resident memory in KiB: in all (VmRSS), anonymous
+// (heap, stacks: what the process allocated) and file-backed (mapped pages
+// of the executable and libraries, shared and reclaimable).
+type rss struct{ total, anon, file int }
+
+func (r rss) mib() (float64, float64, float64) {
+	return float64(r.total) / 1024, float64(r.anon) / 1024, float64(r.file) / 1024
+}
+
+// readRSS reads the resident memory of pid from /proc/<pid>/status.
+func readRSS(pid int) (rss, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return rss{}, err
 	}
 	defer f.Close()
+	var r rss
+	fields := map[string]*int{"VmRSS:": &r.total, "RssAnon:": &r.anon, "RssFile:": &r.file}
+	found := 0
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		key, value, ok := strings.Cut(s.Text(), "\t")
+		dst := fields[key]
+		if !ok || dst == nil {
+			continue
 		}
+		if *dst, err = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(value), " kB")); err != nil {
+			return rss{}, fmt.Errorf("pid %d: parsing %s %q: %w", pid, key, value, err)
+		}
+		found++
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	if found != len(fields) {
+		return rss{}, fmt.Errorf("pid %d: /proc/%d/status lacks VmRSS, RssAnon or RssFile", pid, pid)
+	}
+	return r, s.Err()
 }
 
 // measureMemory runs pairs prepare/unprepare pairs at concurrency 1 in two
@@ -69,22 +90,28 @@ func measureMemory(ctx context.Context, b *bencher, pairs int) error {
 		return err
 	}
 	rounds := max(1, pairs/2/len(b.claims))
-	var rss [3]int
-	for i := range rss {
+	var m [3]rss
+	for i := range m {
 		if i > 0 {
 			r := b.run(ctx, 1, rounds)
 			if r.prepare.errors+r.unprepare.errors > 0 {
 				return fmt.Errorf("memory run: %d prepare and %d unprepare errors: %s", r.prepare.errors, r.unprepare.errors, r.firstErr)
 			}
 		}
-		if rss[i], err = rssKiB(pid); err != nil {
+		if m[i], err = readRSS(pid); err != nil {
 			return err
 		}
 	}
 	done := 2 * rounds * len(b.claims)
-	fmt.Printf("plugin memory (pid %d): RSS %.1f MiB before, %.1f MiB after %d pairs, %.1f MiB after %d pairs (growth over the second half: %+.1f MiB)\n",
-		pid, float64(rss[0])/1024, float64(rss[1])/1024, done/2, float64(rss[2])/1024, done, float64(rss[2]-rss[1])/1024)
-	fmt.Printf(`{"memory":{"pairs":%d,"rss_before_mib":%.1f,"rss_half_mib":%.1f,"rss_end_mib":%.1f}}`+"\n",
-		done, float64(rss[0])/1024, float64(rss[1])/1024, float64(rss[2])/1024)
+	fmt.Printf("plugin memory (pid %d), MiB       total   anon   file\n", pid)
+	for i, label := range []string{"before", fmt.Sprintf("after %d pairs", done/2), fmt.Sprintf("after %d pairs", done)} {
+		t, a, f := m[i].mib()
+		fmt.Printf("  %-28s %6.1f %6.1f %6.1f\n", label, t, a, f)
+	}
+	fmt.Printf("  growth over the second half: total %+.1f MiB, anon %+.1f MiB\n",
+		float64(m[2].total-m[1].total)/1024, float64(m[2].anon-m[1].anon)/1024)
+	fmt.Printf(`{"memory":{"pairs":%d,"rss_before_mib":%.1f,"rss_half_mib":%.1f,"rss_end_mib":%.1f,"anon_before_mib":%.1f,"anon_half_mib":%.1f,"anon_end_mib":%.1f}}`+"\n",
+		done, float64(m[0].total)/1024, float64(m[1].total)/1024, float64(m[2].total)/1024,
+		float64(m[0].anon)/1024, float64(m[1].anon)/1024, float64(m[2].anon)/1024)
 	return nil
 }

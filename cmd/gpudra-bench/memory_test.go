@@ -1,0 +1,20 @@
+package main
+
+import (
+	"os"
+	"testing"
+)
+
+func TestReadRSSOfThisProcess(t *testing.T) {
+	r, err := readRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// VmRSS is RssAnon + RssFile + RssShmem.
+	if r.anon <= 0 || r.file <= 0 || r.total < r.anon+r.file {
+		t.Fatalf("implausible resident memory %+v", r)
+	}
+	if _, err := readRSS(-1); err == nil {
+		t.Fatal("no error for a process that does not exist")
+	}
+}
