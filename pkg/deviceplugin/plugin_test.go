@@ -335,3 +335,22 @@ func TestCDISpecValidAndResolvesEveryID(t *testing.T) {
 		t.Errorf("spec env %v lacks NVIDIA_VISIBLE_DEVICES=void", spec.ContainerEdits.Env)
 	}
 }
+
+// BenchmarkAllocate measures Allocate of all 8 GPUs of a DGX H100 for one
+// container, per device-list strategy.
+func BenchmarkAllocate(b *testing.B) {
+	for _, strategy := range []string{StrategyEnvvar, StrategyVolumeMounts, StrategyCDIAnnotations, StrategyCDICRI} {
+		b.Run(strategy, func(b *testing.B) {
+			e := newEnv(b, strategy == StrategyCDIAnnotations || strategy == StrategyCDICRI)
+			p := e.plugin(b, Config{DeviceListStrategies: []string{strategy}})
+			req := &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: e.inv.UUIDs()}}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Allocate(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

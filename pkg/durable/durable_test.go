@@ -417,3 +417,33 @@ func BenchmarkWriteFile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTwoFiles compares writing two files in two directories (a claim's
+// checkpoint record and its CDI spec) one after the other and concurrently:
+// concurrent fsyncs can share the file system's journal commits.
+func BenchmarkTwoFiles(b *testing.B) {
+	data := bytes.Repeat([]byte("x"), 2<<10)
+	for _, mode := range []string{"sequential", "concurrent"} {
+		b.Run(mode, func(b *testing.B) {
+			p1 := filepath.Join(b.TempDir(), "record.json")
+			p2 := filepath.Join(b.TempDir(), "spec.json")
+			for b.Loop() {
+				if mode == "sequential" {
+					if err := WriteFile(p1, data, 0o600); err != nil {
+						b.Fatal(err)
+					}
+					if err := WriteFile(p2, data, 0o644); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				errc := make(chan error, 1)
+				go func() { errc <- WriteFile(p2, data, 0o644) }()
+				err := WriteFile(p1, data, 0o600)
+				if err = errors.Join(err, <-errc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
