@@ -2,7 +2,7 @@
 
 GO        ?= go
 BIN_DIR   ?= bin
-BINARIES  := gpu-kubelet-plugin
+BINARIES  := gpu-kubelet-plugin gpu-device-plugin gpudra gpudra-bench
 # Race detector on for every test run.
 TEST_FLAGS ?= -race -count=1
 FUZZ_TIME ?= 30s

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/yaml"
+	"tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/gpudra/gpudra/pkg/cdi"
+	"github.com/gpudra/gpudra/pkg/durable"
+	"github.com/gpudra/gpudra/pkg/inventory"
+)
+
+// runCDIGenerate writes the host-wide spec of kind nvidia.com/gpu for the
+// GPUs of this host, from the same driver discovery the plugins use.
+func runCDIGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	var h hostFlags
+	var output, format, hostDriverRoot, devRoot, hookPath string
+	fs, f := newFlagSet("cdi generate", stderr, &h)
+	fs.StringVar(&output, "output", "", "write the spec to FILE (atomically and durably; e.g. /etc/cdi/nvidia.yaml); empty: standard output")
+	fs.StringVar(&format, "format", "", "yaml or json; empty: from the extension of --output, yaml on standard output")
+	f.String(&hostDriverRoot, "host-driver-root", "HOST_DRIVER_ROOT", "", "the driver root as the host sees it, when this process sees it elsewhere; empty: same as --driver-root")
+	f.String(&devRoot, "dev-root", "NVIDIA_DEV_ROOT", "", "root under which the driver's device nodes are; empty: the driver root if it has dev/nvidiactl, else /")
+	f.String(&hookPath, "nvidia-cdi-hook-path", "NVIDIA_CDI_HOOK_PATH", cdi.DefaultHookPath, "host path of nvidia-cdi-hook, named in the spec")
+	if err := parse(f, fs, args); err != nil {
+		return exitUsage, err
+	}
+	format, err := specFormat(format, output)
+	if err != nil {
+		return exitUsage, err
+	}
+	ctx = logContext(ctx, "cdi-generate")
+	logger := klog.FromContext(ctx)
+
+	driverRoot := h.driverRoot
+	if h.mockHostRoot != "" {
+		if !strings.HasPrefix(h.nvmlBackend, "mock:") {
+			return exitUsage, fmt.Errorf("%w: --mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", errUsage, h.nvmlBackend)
+		}
+		driverRoot = filepath.Join(h.hostRoot, h.mockHostRoot)
+		hostDriverRoot, devRoot = h.mockHostRoot, driverRoot
+		if _, err := os.Stat(driverRoot); err != nil {
+			return exitFail, fmt.Errorf("mock host root %s: %w (the plugin lays it out when it starts; start it once, or pass the right --mock-host-root)", h.mockHostRoot, err)
+		}
+	}
+	lib, err := inventory.Open(h.nvmlBackend, driverRoot, h.nodeName)
+	if err != nil {
+		return exitFail, err
+	}
+	defer func() { _ = lib.Shutdown() }()
+	inv, err := inventory.Discover(lib)
+	if err != nil {
+		return exitFail, err
+	}
+	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: driverRoot, HostDriverRoot: hostDriverRoot, DevRoot: devRoot, HookPath: hookPath}, inv.UUIDs())
+	if err != nil {
+		return exitFail, err
+	}
+	spec, err := cdi.HostSpec(inv, edits, cdi.HostSpecOptions{})
+	if err != nil {
+		return exitFail, err
+	}
+	data, err := encodeSpec(spec, format)
+	if err != nil {
+		return exitFail, err
+	}
+	if output == "" {
+		_, err := stdout.Write(data)
+		return exitOK, err
+	}
+	if err := durable.WriteFile(output, data, 0o644); err != nil {
+		return exitFail, fmt.Errorf("writing the CDI spec: %w (does the directory %s exist and is it writable?)", err, filepath.Dir(output))
+	}
+	logger.Info("Wrote CDI spec", "path", output, "kind", spec.Kind, "devices", len(spec.Devices), "driverVersion", inv.DriverVersion)
+	fmt.Fprintf(stdout, "wrote %s: kind %s, %d GPUs of driver %s as %s, %s ... and %s\n", output, spec.Kind, len(inv.Devices), inv.DriverVersion,
+		cdi.HostDeviceID("0"), cdi.HostDeviceID(inv.Devices[0].UUID), cdi.HostDeviceID(cdi.AllDevices))
+	return exitOK, nil
+}
+
+// specFormat picks the encoding: the flag, else the output's extension.
+// Runtimes load only *.json and *.yaml spec files (either encoding parses
+// in both), so another extension is refused.
+func specFormat(format, output string) (string, error) {
+	ext := strings.ToLower(filepath.Ext(output))
+	if output != "" && ext != ".json" && ext != ".yaml" {
+		return "", fmt.Errorf("%w: --output %s: container runtimes load only *.json and *.yaml CDI spec files", errUsage, output)
+	}
+	switch {
+	case format == "" && ext == ".json":
+		return "json", nil
+	case format == "":
+		return "yaml", nil
+	case format != "yaml" && format != "json":
+		return "", fmt.Errorf("%w: --format=%q: want yaml or json", errUsage, format)
+	}
+	return format, nil
+}
+
+func encodeSpec(spec *specs.Spec, format string) ([]byte, error) {
+	if format == "json" {
+		data, err := json.MarshalIndent(spec, "", "  ")
+		return append(data, '\n'), err
+	}
+	return yaml.Marshal(spec)
+}
