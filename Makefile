@@ -5,7 +5,7 @@ BIN_DIR   ?= bin
 BINARIES  := gpu-kubelet-plugin gpu-device-plugin gpudra gpudra-bench
 # Race detector on for every test run.
 TEST_FLAGS ?= -race -count=1
-FUZZ_TIME ?= 30s
+FUZZ_TIME ?= 5m
 
 .PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image bench-dra
 
@@ -29,7 +29,7 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-fuzz: ## run each fuzz target for FUZZ_TIME
+fuzz: ## run each fuzz target for FUZZ_TIME (default 5m; CI: 20s)
 	$(GO) test ./api/nvidia.com/resource/v1beta1/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME)
 	$(GO) test ./pkg/checkpoint/ -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZ_TIME)
 
