@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/deviceplugin"
 	"github.com/gpudra/gpudra/pkg/driverwatch"
 	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockhost"
 )
@@ -68,6 +70,8 @@ func run(args []string) error {
 	f.Int(&o.cfg.Replicas, "replicas", "REPLICAS", 1, "time-slicing: advertise every GPU this many times")
 	f.String(&o.cfg.RenameResource, "rename-resource", "RENAME_RESOURCE", "", "with --replicas > 1: advertise the shared GPUs under this resource name, e.g. nvidia.com/gpu.shared")
 	f.String(&o.driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", "30s", "how often to check whether the NVIDIA driver changed (the plugin then exits to be restarted with a new CDI spec); 0 turns it off")
+	var healthFlags health.Flags
+	healthFlags.AddFlags(fs, f)
 	f.String(&o.nodeName, "node-name", "NODE_NAME", "", "name of this node; seeds mock GPU UUIDs")
 	f.Bind("v", "VERBOSITY")
 	if err := f.Parse(args); err != nil {
@@ -87,6 +91,10 @@ func run(args []string) error {
 	driverWatch, err := time.ParseDuration(o.driverWatch)
 	if err != nil || driverWatch < 0 {
 		return fmt.Errorf("--driver-watch-interval=%q: want a duration such as 30s, or 0", o.driverWatch)
+	}
+	healthOpts, err := healthFlags.Options()
+	if err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -129,8 +137,23 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var mon *health.Monitor
+	if healthFlags.Enabled {
+		// Before anything uses lib concurrently: a mock machine gets its
+		// event functions here.
+		if mon, err = health.New(lib, inv.UUIDs(), healthOpts); err != nil {
+			return err
+		}
+	}
 	if err := p.Start(ctx); err != nil {
 		return err
+	}
+	if mon != nil {
+		go mon.Run(ctx)
+		go p.WatchHealth(ctx, mon)
+		if ev := mon.Mock(); ev != nil && o.mockHostRoot != "" {
+			go ev.WatchFile(ctx, filepath.Join(o.mockHostRoot, inventory.MockEventsFile), inventory.MockEventsPoll)
+		}
 	}
 	if driverWatch > 0 {
 		go driverwatch.Watch(ctx, o.driverRoot, driverwatch.DefaultProcRoot, driverWatch, func(before, after string) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
@@ -69,6 +70,13 @@ func run(args []string) error {
 	f.String(&healthResend, "health-resend-interval", "HEALTH_RESEND_INTERVAL", "15s", "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
 	var driverWatch string
 	f.String(&driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", "30s", "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
+	var healthFlags health.Flags
+	healthFlags.AddFlags(fs, f)
+	f.String(&o.cfg.TaintEffect, "health-taint-effect", "HEALTH_TAINT_EFFECT", "NoSchedule", "effect of the taint on unhealthy GPUs: NoSchedule, or NoExecute to also evict the pods using them (unmonitored GPUs always get NoSchedule)")
+	f.String(&o.cfg.MPS.DaemonImage, "mps-daemon-image", "MPS_DAEMON_IMAGE", "", "image of the per-claim MPS control daemon pods (the driver image); empty turns MPS sharing off")
+	f.String(&o.cfg.MPS.BaseDir, "mps-base-dir", "MPS_BASE_DIR", "/var/lib/gpudra/mps", "host directory of the claims' MPS pipe, log and shm directories; the plugin must see it at the same path")
+	f.String(&o.cfg.MPS.Namespace, "namespace", "POD_NAMESPACE", "", "the plugin's namespace, in which it runs the MPS control daemon pods (set from the downward API)")
+	f.String(&o.cfg.MPS.PriorityClassName, "mps-priority-class-name", "MPS_PRIORITY_CLASS_NAME", "", "priority class of the MPS control daemon pods; empty: none")
 	f.Bind("v", "VERBOSITY")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -85,6 +93,12 @@ func run(args []string) error {
 		return fmt.Errorf("--driver-watch-interval=%q: want a duration such as 30s, or 0", driverWatch)
 	}
 	o.cfg.PodUID = types.UID(o.podUID)
+	healthOpts, err := healthFlags.Options()
+	if err != nil {
+		return err
+	}
+	o.cfg.HealthMonitor, o.cfg.AdditionalIgnoredXIDs, o.cfg.ReplaceIgnoredXIDs, o.cfg.HealthRecoveryPeriod =
+		healthFlags.Enabled, healthOpts.AdditionalIgnoredXIDs, healthOpts.ReplaceIgnoredXIDs, healthOpts.RecoveryPeriod
 
 	client, err := newClient(o)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"tags.cncf.io/container-device-interface/specs-go"
 
@@ -33,6 +34,21 @@ func NewSpecDir(dir string, n Naming) (*SpecDir, error) {
 		return nil, fmt.Errorf("creating the CDI spec directory: %w", err)
 	}
 	return &SpecDir{dir: dir, naming: n}, nil
+}
+
+// RemoveStaleTemps removes the temporary files of this driver's spec writes
+// that a crash left behind and that are older than olderThan; other files,
+// including other writers' temporary files, stay. It returns how many it
+// removed.
+func (d *SpecDir) RemoveStaleTemps(olderThan time.Duration) (int, error) {
+	n, err := durable.RemoveStaleTempsOf(d.dir, olderThan, func(target string) bool {
+		_, ok := d.naming.claimUIDFromFileName(target)
+		return ok
+	})
+	if err != nil {
+		return n, fmt.Errorf("CDI directory %s: %w", d.dir, err)
+	}
+	return n, nil
 }
 
 // Dir is the directory's path.

@@ -3,6 +3,7 @@ package claimstate
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -20,9 +21,19 @@ type ReconcileReport struct {
 	// They are kept: the kubelet unprepares the claims whose pods are gone
 	// and prepares again those it still needs.
 	FromPreviousBoot int
+	// TempsRemoved counts temporary files of interrupted spec writes.
+	TempsRemoved int
+	// SharingReapplied counts claims of an earlier boot whose sharing
+	// settings (time slice, MPS daemon), lost with the reboot, were applied
+	// again.
+	SharingReapplied int
 	// Errors lists what could not be reconciled; each names the claim.
 	Errors []error
 }
+
+// staleTempAge is the age from which a temporary file of a spec write is
+// left over from a crash rather than a write in progress.
+const staleTempAge = time.Minute
 
 // Reconcile brings the CDI directory in line with the checkpoint: every
 // prepared claim gets its spec, and specs of this driver without a prepared
@@ -39,10 +50,16 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 		if rec != nil {
 			if rec.BootID != s.opts.BootID {
 				report.FromPreviousBoot++
+				reapplied, err := s.adoptIntoBoot(ctx, rec)
+				if err != nil {
+					report.Errors = append(report.Errors, fmt.Errorf("%s: recording it under the current boot: %w", claimRef(rec.Namespace, rec.Name, types.UID(uid)), err))
+				} else if reapplied {
+					report.SharingReapplied++
+				}
 			}
 			exists, err := s.opts.Specs.Exists(uid)
 			if err == nil && !exists {
-				if err = s.ensureSpec(rec); err == nil {
+				if err = s.ensureSpec(ctx, rec); err == nil {
 					report.SpecsRecreated++
 					logger.Info("Re-created missing CDI spec of prepared claim", "claim", klog.KRef(rec.Namespace, rec.Name), "claimUID", uid)
 				}
@@ -52,6 +69,14 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 			}
 		}
 		unlock()
+	}
+
+	// A crash in the middle of a spec write leaves its temporary file; the
+	// age spares writes in progress.
+	if n, err := s.opts.Specs.RemoveStaleTemps(staleTempAge); err != nil {
+		report.Errors = append(report.Errors, err)
+	} else {
+		report.TempsRemoved = n
 	}
 
 	uids, err := s.opts.Specs.ClaimUIDs()

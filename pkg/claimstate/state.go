@@ -11,11 +11,16 @@
 //     between claims (which claim holds which device) is guarded by a mutex
 //     that is never held across NVML calls or file I/O. Calls for the same
 //     claim are serialized.
-//   - Durability order: Prepare records the claim in the checkpoint before
-//     it writes the spec, and Unprepare removes the spec before the record.
-//     A crash at any point therefore leaves either nothing or a record whose
-//     spec Reconcile re-creates; never an orphaned spec that no record owns
-//     (Reconcile deletes any that a crash of an older version left behind).
+//   - Durability: Prepare returns only after the claim's record and its spec
+//     are durable (see persist); Unprepare removes the spec, undoes the
+//     sharing settings, then removes the record. A crash in between leaves a
+//     record without a spec, which Reconcile re-creates at start-up (applying
+//     the sharing settings again), or a spec without a record (a claim
+//     without sharing settings), which Reconcile deletes at start-up and an
+//     Unprepare of the claim removes. Sharing settings are applied only to a
+//     recorded claim, so none outlives a crash unrecorded. The kubelet
+//     retries the prepare of a claim whose call did not return, and gets the
+//     same CDI IDs.
 package claimstate
 
 import (
@@ -38,6 +43,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/opaqueconfig"
 	"github.com/gpudra/gpudra/pkg/resourceslice"
+	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
 // EditsSource provides the container edits of the node's driver and GPUs.
@@ -67,12 +73,17 @@ type Options struct {
 	BootID string
 	// Now returns the current time; defaults to time.Now.
 	Now func() time.Time
+	// Sharing applies the claims' sharing settings (time-slicing, MPS);
+	// see sharing.go. Nil: no sharing support, and a claim with a sharing
+	// config fails to prepare with an error that says so.
+	Sharing sharing.Applier
 }
 
 // State is the node's prepared claims. Create it with New.
 type State struct {
 	opts    Options
-	devices map[string]inventory.Device // by device name in the ResourceSlice
+	devices map[string]inventory.Device    // by device name in the ResourceSlice
+	migs    map[string]inventory.MIGDevice // MIG devices by device name; see indexMIGDevices
 	claims  *keyedMutex
 
 	mu      sync.Mutex
@@ -97,6 +108,7 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 	for _, d := range opts.Inventory.Devices {
 		s.devices[resourceslice.DeviceName(d)] = d
 	}
+	s.indexMIGDevices()
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the claim checkpoint: %w", err)
@@ -166,7 +178,7 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 	s.mu.Unlock()
 	if existing != nil {
 		if sameDevices(existing.Devices, wanted) {
-			if err := s.ensureSpec(existing); err != nil {
+			if err := s.ensureSpec(ctx, existing); err != nil {
 				return nil, fmt.Errorf("%s: %w", ref, err)
 			}
 			logger.V(4).Info("Claim already prepared")
@@ -174,7 +186,7 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 		}
 		// The claim was re-allocated since it was prepared: start over.
 		logger.Info("Prepared devices differ from the claim's allocation, preparing again", "prepared", deviceNames(existing.Devices), "allocated", deviceNames(wanted))
-		if err := s.unprepareLocked(existing); err != nil {
+		if err := s.unprepareLocked(ctx, existing); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
 	}
@@ -192,19 +204,7 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 	if err := s.reserve(rec, ref); err != nil {
 		return nil, err
 	}
-	spec, err := s.buildSpec(rec)
-	if err == nil {
-		err = s.opts.Checkpoints.Put(rec)
-		if err == nil {
-			if err = s.opts.Specs.Write(uid, spec); err != nil {
-				// Nothing half-done may stay behind: drop the record again.
-				if derr := s.opts.Checkpoints.Delete(uid); derr != nil {
-					err = errors.Join(err, derr)
-				}
-			}
-		}
-	}
-	if err != nil {
+	if err := s.persist(ctx, rec); err != nil {
 		s.mu.Lock()
 		s.releaseLocked(rec)
 		s.mu.Unlock()
@@ -215,6 +215,62 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 	s.mu.Unlock()
 	logger.V(2).Info("Prepared claim", "devices", deviceNames(rec.Devices))
 	return s.result(rec), nil
+}
+
+// persist records a newly prepared claim, applies its sharing settings and
+// writes its spec. It returns once all of it is durable; on failure it undoes
+// what it did, so that a failed prepare leaves nothing behind.
+//
+// A claim with sharing settings is recorded before they are applied: the
+// record is what lets Unprepare, and Reconcile after a crash, undo them. A
+// claim without them changes nothing but its two files, so its record and
+// spec are written concurrently and the two fsyncs overlap.
+func (s *State) persist(ctx context.Context, rec *checkpoint.ClaimRecord) error {
+	uid := rec.ClaimUID
+	shared, err := s.usesSharing(rec)
+	if err != nil {
+		return err
+	}
+	if shared {
+		if err := s.opts.Checkpoints.Put(rec); err != nil {
+			return err
+		}
+		spec, err := s.buildSpec(ctx, rec)
+		if err == nil {
+			err = s.opts.Specs.Write(uid, spec)
+		}
+		if err != nil {
+			return errors.Join(err, s.rollback(ctx, rec))
+		}
+		return nil
+	}
+	spec, err := s.buildSpec(ctx, rec)
+	if err != nil {
+		return err
+	}
+	specErr := make(chan error, 1)
+	go func() { specErr <- s.opts.Specs.Write(uid, spec) }()
+	err = s.opts.Checkpoints.Put(rec)
+	if err = errors.Join(err, <-specErr); err != nil {
+		return errors.Join(err, s.rollback(ctx, rec))
+	}
+	return nil
+}
+
+// rollback undoes a persist that failed half-way: spec, sharing settings,
+// record, in the order of unprepareLocked; each step is idempotent.
+func (s *State) rollback(ctx context.Context, rec *checkpoint.ClaimRecord) error {
+	var errs []error
+	if err := s.opts.Specs.Remove(rec.ClaimUID); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.undoSharing(ctx, rec); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
+		errs = append(errs, fmt.Errorf("removing the claim from the checkpoint: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // Unprepare undoes Prepare for the claim with the given UID; an unknown
@@ -238,17 +294,20 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 		}
 		return nil
 	}
-	if err := s.unprepareLocked(rec); err != nil {
+	if err := s.unprepareLocked(ctx, rec); err != nil {
 		return fmt.Errorf("%s: %w", claimRef(namespace, name, claimUID), err)
 	}
 	klog.FromContext(ctx).V(2).Info("Unprepared claim", "claim", klog.KRef(namespace, name), "claimUID", uid)
 	return nil
 }
 
-// unprepareLocked removes the spec, then the record, then the reservation.
-// The caller holds the claim's lock.
-func (s *State) unprepareLocked(rec *checkpoint.ClaimRecord) error {
+// unprepareLocked removes the spec, undoes the sharing settings, then
+// removes the record and the reservation. The caller holds the claim's lock.
+func (s *State) unprepareLocked(ctx context.Context, rec *checkpoint.ClaimRecord) error {
 	if err := s.opts.Specs.Remove(rec.ClaimUID); err != nil {
+		return err
+	}
+	if err := s.undoSharing(ctx, rec); err != nil {
 		return err
 	}
 	if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
@@ -284,7 +343,10 @@ func (s *State) reserve(rec *checkpoint.ClaimRecord, ref string) error {
 // devicesFor validates the claim's allocation results of this driver and
 // resolves their configs.
 func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]checkpoint.PreparedDevice, error) {
-	configs, err := opaqueconfig.Resolve(claim, s.opts.DriverName)
+	if err := checkConfigRequests(claim, s.opts.DriverName); err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	configs, err := opaqueconfig.Resolve(claim, s.opts.DriverName, s.deviceTypeOption())
 	if err != nil {
 		return nil, err
 	}
@@ -325,9 +387,15 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 	return out, nil
 }
 
-// buildSpec assembles the claim's CDI spec from its record; it is the only
-// producer of claim specs, so Prepare and Reconcile write identical specs.
-func (s *State) buildSpec(rec *checkpoint.ClaimRecord) (*specs.Spec, error) {
+// buildSpec applies the claim's sharing settings (idempotent) and assembles
+// the claim's CDI spec from its record with the sharing edits; it is the
+// only producer of claim specs, so Prepare and Reconcile write identical
+// specs.
+func (s *State) buildSpec(ctx context.Context, rec *checkpoint.ClaimRecord) (*specs.Spec, error) {
+	shared, err := s.applySharing(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
 	var devs []cdi.ClaimDevice
 	seen := map[string]bool{}
 	for _, d := range rec.Devices {
@@ -339,18 +407,22 @@ func (s *State) buildSpec(rec *checkpoint.ClaimRecord) (*specs.Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("device %s: %w", d.Device, err)
 		}
+		if extra, ok := shared.Devices[d.Device]; ok {
+			edits = withSharingEdits(edits, sharing.Edits{Claim: extra})
+		}
 		devs = append(devs, cdi.ClaimDevice{Name: d.Device, Edits: edits})
 	}
-	return cdi.ClaimSpec(s.opts.Naming, rec.ClaimUID, s.opts.Edits.Common(), devs)
+	return cdi.ClaimSpec(s.opts.Naming, rec.ClaimUID, withSharingEdits(s.opts.Edits.Common(), shared), devs)
 }
 
-// ensureSpec re-creates the claim's spec when it went missing.
-func (s *State) ensureSpec(rec *checkpoint.ClaimRecord) error {
+// ensureSpec re-creates the claim's spec when it went missing, applying
+// the claim's sharing settings again (a reboot wipes them with the spec).
+func (s *State) ensureSpec(ctx context.Context, rec *checkpoint.ClaimRecord) error {
 	ok, err := s.opts.Specs.Exists(rec.ClaimUID)
 	if err != nil || ok {
 		return err
 	}
-	spec, err := s.buildSpec(rec)
+	spec, err := s.buildSpec(ctx, rec)
 	if err != nil {
 		return err
 	}

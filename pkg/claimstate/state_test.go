@@ -22,6 +22,8 @@ import (
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/sharing"
+	"github.com/gpudra/gpudra/pkg/sharing/timeslicing"
 )
 
 const (
@@ -63,6 +65,12 @@ type env struct {
 	ckptDir string
 	bootID  string
 	state   *State
+	// sharing is the State's Applier; newEnv sets a time-slicing one
+	// that records into slices (see sharing_test.go).
+	sharing sharing.Applier
+	slices  *timeslicing.StateFile
+	// migEdits, when set, replaces edits (newMIGEnv).
+	migEdits cdi.DeviceEdits
 }
 
 func newEnv(t testing.TB) *env {
@@ -77,6 +85,7 @@ func newEnv(t testing.TB) *env {
 	}
 	_, ctx := ktesting.NewTestContext(t)
 	e := &env{t: t, ctx: ctx, inv: inv, edits: &fakeEdits{inv: inv}, cdiDir: t.TempDir(), ckptDir: filepath.Join(t.TempDir(), "claims"), bootID: "boot-1"}
+	e.useTimeSlicing()
 	e.restart()
 	return e
 }
@@ -95,8 +104,8 @@ func (e *env) restart() {
 		e.t.Fatal(err)
 	}
 	s, loadErrs, err := New(e.ctx, Options{
-		DriverName: driverName, PoolName: nodeName, Inventory: e.inv, Edits: e.edits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID,
+		DriverName: driverName, PoolName: nodeName, Inventory: e.inv, Edits: e.editsSource(),
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing,
 	})
 	if err != nil {
 		e.t.Fatal(err)

@@ -172,6 +172,11 @@ func IsTemp(name string) bool {
 	return true
 }
 
+// tempTarget returns the target base name inside a name that IsTemp accepts.
+func tempTarget(name string) string {
+	return name[1 : len(name)-len(tempSuffix)-randLen-1]
+}
+
 // RemoveStaleTemps removes from dir the regular files whose names match
 // IsTemp and whose modification time is at least olderThan in the past
 // (olderThan <= 0 removes all of them). Such files are left behind when the
@@ -184,6 +189,15 @@ func IsTemp(name string) bool {
 // file that reappears after a crash is harmless). Errors on individual files
 // do not stop it; they are joined in the returned error.
 func RemoveStaleTemps(dir string, olderThan time.Duration) (int, error) {
+	return RemoveStaleTempsOf(dir, olderThan, nil)
+}
+
+// RemoveStaleTempsOf is RemoveStaleTemps for a directory shared with other
+// writers: it removes only the temporary files whose target base name (the
+// file WriteFile was writing) owns accepts; a nil owns accepts all. A
+// target name longer than WriteFile copies into the temporary name is seen
+// truncated.
+func RemoveStaleTempsOf(dir string, olderThan time.Duration, owns func(target string) bool) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -196,6 +210,9 @@ func RemoveStaleTemps(dir string, olderThan time.Duration) (int, error) {
 	var errs []error
 	for _, e := range entries {
 		if !e.Type().IsRegular() || !IsTemp(e.Name()) {
+			continue
+		}
+		if owns != nil && !owns(tempTarget(e.Name())) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())

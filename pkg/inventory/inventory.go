@@ -35,6 +35,9 @@ type Device struct {
 	PCIBusID string
 	// MIGCapable tells whether the GPU supports MIG partitioning.
 	MIGCapable bool
+	// MIGEnabled tells whether the GPU is in MIG mode: it is then used
+	// through its MIG devices (Inventory.MIGDevices), never as a whole.
+	MIGEnabled bool
 }
 
 // Inventory is a snapshot of the node's GPUs and driver.
@@ -45,6 +48,9 @@ type Inventory struct {
 	CUDADriverVersion string
 	// Devices lists the GPUs ordered by NVML index.
 	Devices []Device
+	// MIGDevices lists the MIG devices of the GPUs in MIG mode, ordered
+	// by parent index, GPU instance ID and compute instance ID.
+	MIGDevices []MIGDevice
 }
 
 // DeviceByUUID returns the device with the given UUID.
@@ -91,6 +97,14 @@ func Discover(lib nvml.Interface) (*Inventory, error) {
 			return nil, fmt.Errorf("GPU %d: %w", i, err)
 		}
 		inv.Devices = append(inv.Devices, d)
+		if d.MIGEnabled {
+			h, _ := lib.DeviceGetHandleByIndex(i) // succeeded in discoverDevice
+			migs, err := discoverMIG(h, d)
+			if err != nil {
+				return nil, fmt.Errorf("GPU %d (%s): %w", i, d.UUID, err)
+			}
+			inv.MIGDevices = append(inv.MIGDevices, migs...)
+		}
 	}
 	return inv, nil
 }
@@ -133,8 +147,9 @@ func discoverDevice(lib nvml.Interface, index int) (Device, error) {
 	d.PCIBusID = normalizeBusID(pci.BusId)
 	// MIG support is optional information: a GPU without MIG answers
 	// NOT_SUPPORTED, which is not an error.
-	if _, _, ret := h.GetMigMode(); ret == nvml.SUCCESS {
+	if current, _, ret := h.GetMigMode(); ret == nvml.SUCCESS {
 		d.MIGCapable = true
+		d.MIGEnabled = current == nvml.DEVICE_MIG_ENABLE
 	}
 	return d, nil
 }

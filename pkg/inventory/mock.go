@@ -39,15 +39,18 @@ func mockBackendNames() []string {
 	return out
 }
 
-// NewMock returns an initialized go-nvml mock machine. go-nvml's servers
+// NewMock returns an initialized go-nvml mock machine; a name with the
+// MIGMockSuffix gives the machine's MIG variant (see MockMIGLayout).
+// go-nvml's servers
 // draw random UUIDs and report no PCI bus ID; NewMock makes both
 // deterministic from (machine, seed, index) so that a restarted plugin sees
 // the same devices, and fills in the NVML calls that the driver and nvcdi
 // make but the servers leave unset.
 func NewMock(machine, seed string) (*server.Server, error) {
-	newServer, ok := mockMachines[machine]
+	base, withMIG := splitMIGMachine(machine)
+	newServer, ok := mockMachines[base]
 	if !ok {
-		return nil, fmt.Errorf("unknown mock machine %q: use one of %v", machine, MockMachines())
+		return nil, fmt.Errorf("unknown mock machine %q: use one of %v, or a MIG variant %v", machine, MockMachines(), MIGMockMachines())
 	}
 	s := newServer()
 	for i, h := range s.Devices {
@@ -56,6 +59,11 @@ func NewMock(machine, seed string) (*server.Server, error) {
 			return nil, fmt.Errorf("mock machine %q: device %d has unexpected type %T", machine, i, h)
 		}
 		completeMockDevice(d, mockUUID(machine, seed, i), mockBusID(i))
+	}
+	if withMIG {
+		if err := enableMockMIG(s, machine, seed); err != nil {
+			return nil, err
+		}
 	}
 	if ret := s.Init(); ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("mock machine %q: init: %s", machine, nvml.ErrorString(ret))

@@ -35,6 +35,14 @@ type Metrics struct {
 	CheckpointErrors prometheus.Counter
 	// PublishedDevices is the number of devices in the published ResourceSlices.
 	PublishedDevices prometheus.Gauge
+	// UnhealthyDevices is the number of GPUs the health monitor reports
+	// unhealthy or unmonitored.
+	UnhealthyDevices prometheus.Gauge
+	// HealthMonitorUp is 1 while the NVML event loop works, 0 while it is down
+	// or the monitor is off.
+	HealthMonitorUp prometheus.Gauge
+	// HealthMonitorErrors counts failed NVML event calls of the health monitor.
+	HealthMonitorErrors prometheus.Counter
 }
 
 // New creates the metrics.
@@ -63,6 +71,19 @@ func New() *Metrics {
 			Help: "Devices published in this node's ResourceSlices.",
 		}),
 	}
+	m.UnhealthyDevices = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "gpudra", Name: "unhealthy_devices",
+		Help: "GPUs reported unhealthy or unmonitored by the health monitor (and tainted).",
+	})
+	m.HealthMonitorUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "gpudra", Name: "health_monitor_up",
+		Help: "1 while the NVML event health monitor works; 0 while it is down (every GPU is then unmonitored) or turned off.",
+	})
+	m.HealthMonitorErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gpudra", Name: "health_monitor_errors_total",
+		Help: "Failed NVML event calls of the health monitor.",
+	})
+	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.PreparedClaims, m.CheckpointErrors, m.PublishedDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -102,7 +102,7 @@ func Create(opts Options, inv *inventory.Inventory) error {
 			return err
 		}
 	}
-	return nil
+	return createMIGCaps(opts, inv)
 }
 
 // ErrNoMknod means device nodes could not be created (no CAP_MKNOD, or a

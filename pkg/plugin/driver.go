@@ -30,6 +30,8 @@ type driver struct {
 	healthResend time.Duration
 	// fatal is called for background errors that retrying cannot fix.
 	fatal func(error)
+	// health feeds the health reports; nil: every device is healthy.
+	health *healthWiring
 }
 
 var _ kubeletplugin.DRAPlugin = (*driver)(nil)
@@ -99,23 +101,14 @@ func (d *driver) HandleError(ctx context.Context, err error, msg string) {
 	}
 }
 
-// WatchHealthStatus reports every device healthy and re-sends the report
-// every healthResend until ctx is done. Health monitoring through NVML
-// events replaces the constant report once it exists.
+// WatchHealthStatus sends the devices' health (see healthReport) at once,
+// again whenever it changes, and re-sends it every healthResend (below the
+// kubelet's staleness timeout) until ctx is done.
 func (d *driver) WatchHealthStatus(ctx context.Context, reports chan<- kubeletplugin.DeviceHealthReport) error {
 	ticker := time.NewTicker(d.healthResend)
 	defer ticker.Stop()
 	for {
-		report := kubeletplugin.DeviceHealthReport{Devices: make([]kubeletplugin.DeviceHealth, 0, len(d.devices))}
-		now := time.Now()
-		for _, name := range d.devices {
-			report.Devices = append(report.Devices, kubeletplugin.DeviceHealth{
-				PoolName:    d.poolName,
-				DeviceName:  name,
-				Health:      kubeletplugin.HealthStatusHealthy,
-				LastUpdated: now,
-			})
-		}
+		report, changed := d.healthReport()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -125,6 +118,7 @@ func (d *driver) WatchHealthStatus(ctx context.Context, reports chan<- kubeletpl
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
+		case <-changed:
 		}
 	}
 }

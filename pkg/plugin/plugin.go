@@ -75,6 +75,23 @@ type Config struct {
 	// changed; it stops with an error when it did, so that it restarts with
 	// edits of the new driver. Zero turns the check off.
 	DriverWatchInterval time.Duration
+	// HealthMonitor turns on GPU health monitoring through NVML events:
+	// unhealthy GPUs are reported to the kubelet and tainted in the
+	// ResourceSlices (see pkg/health).
+	HealthMonitor bool
+	// AdditionalIgnoredXIDs are XIDs ignored on top of
+	// health.DefaultIgnoredXIDs, or instead of them with ReplaceIgnoredXIDs.
+	AdditionalIgnoredXIDs []uint64
+	ReplaceIgnoredXIDs    bool
+	// HealthRecoveryPeriod is how long a GPU with a critical XID or
+	// double-bit ECC error must stay free of errors to lose its taint; 0
+	// means never (reset the GPU, then restart the plugin).
+	HealthRecoveryPeriod time.Duration
+	// TaintEffect of unhealthy GPUs: "NoSchedule" (default) or "NoExecute".
+	// Unmonitored GPUs are always tainted NoSchedule.
+	TaintEffect string
+	// MPS configures MPS sharing (see mps.go); a zero value turns it off.
+	MPS MPSConfig
 }
 
 // PluginDataDir is where the plugin keeps its socket and checkpoint.
@@ -163,9 +180,18 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	}
 
 	m := metrics.New()
+	claimEdits, err := claimEdits(cfg, inv, edits) // adds the MIG devices (sharing.go)
+	if err != nil {
+		return nil, err
+	}
+	mpsManager, err := NewMPSManager(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("MPS sharing: %w", err)
+	}
+	applier := newSharing(ctx, cfg, store, mpsApplier(mpsManager))
 	state, loadErrs, err := claimstate.New(ctx, claimstate.Options{
-		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Inventory: inv, Edits: edits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID,
+		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Inventory: inv, Edits: claimEdits,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier,
 	})
 	if err != nil {
 		return nil, err
@@ -180,8 +206,13 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		logger.Error(err, "Reconciling checkpoint and CDI directory")
 	}
 	logger.Info("Reconciled checkpoint and CDI directory", "preparedClaims", len(state.PreparedClaims()),
-		"specsRecreated", report.SpecsRecreated, "orphansRemoved", report.OrphansRemoved, "fromPreviousBoot", report.FromPreviousBoot)
+		"specsRecreated", report.SpecsRecreated, "orphansRemoved", report.OrphansRemoved, "fromPreviousBoot", report.FromPreviousBoot, "sharingReapplied", report.SharingReapplied)
 	m.PreparedClaims.Set(float64(len(state.PreparedClaims())))
+	// Before serving: no prepare may run while the sweep decides which
+	// daemons belong to no prepared claim.
+	sweepCtx, cancelSweep := context.WithTimeout(ctx, 10*time.Second)
+	sweepMPS(sweepCtx, mpsManager, state)
+	cancelSweep()
 
 	var srv *metrics.Server
 	if cfg.MetricsAddress != "" {
@@ -208,6 +239,10 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		healthResend: cfg.HealthResendInterval,
 		fatal:        func(err error) { cancel(fmt.Errorf("fatal background error: %w", err)) },
 	}
+	hw, err := setupHealth(ctx, cfg, lib, inv, devices, m, drv)
+	if err != nil {
+		return nil, err
+	}
 	opts := []kubeletplugin.Option{
 		kubeletplugin.DriverName(cfg.DriverName),
 		kubeletplugin.NodeName(cfg.NodeName),
@@ -217,6 +252,9 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		// claimstate serializes per claim; the helper must not serialize
 		// all calls behind one lock.
 		kubeletplugin.Serialize(false),
+		// Owner-only sockets, whatever the umask (see listenUnix).
+		kubeletplugin.PluginListener(listenUnix),
+		kubeletplugin.RegistrarListener(listenUnix),
 	}
 	if cfg.PodUID != "" {
 		opts = append(opts, kubeletplugin.RollingUpdate(cfg.PodUID))
@@ -242,6 +280,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 			return
 		}
 		m.PublishedDevices.Set(float64(len(devices)))
+		hw.start(ctx, helper) // after the untainted publish, which it must follow
 		if srv != nil {
 			srv.SetReady(true)
 		}

@@ -32,6 +32,10 @@
 // and one capacity, memory, the framebuffer size in bytes (a binary-SI
 // quantity such as "80Gi").
 //
+// A GPU in MIG mode is not published as a whole: each of its MIG devices
+// is published instead, named MIGDeviceName(m), with type "mig" (see
+// mig.go for its extra attributes and capacities).
+//
 // An attribute whose value is unknown (an empty string) or that the API
 // server would reject (a version that cannot be expressed as semver 2.0.0,
 // a string longer than
@@ -150,8 +154,11 @@ func Devices(inv *inventory.Inventory, opts Options) []resourceapi.Device {
 	driverVersion, driverOK := semverOf(inv.DriverVersion)
 	cudaVersion, cudaOK := semverOf(inv.CUDADriverVersion)
 
-	out := make([]resourceapi.Device, 0, len(inv.Devices))
+	out := make([]resourceapi.Device, 0, len(inv.Devices)+len(inv.MIGDevices))
 	for _, d := range inv.Devices {
+		if d.MIGEnabled {
+			continue // published through its MIG devices (mig.go)
+		}
 		attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 13)
 		putString(attrs, AttrType, DeviceType)
 		putString(attrs, AttrUUID, d.UUID)
@@ -187,7 +194,7 @@ func Devices(inv *inventory.Inventory, opts Options) []resourceapi.Device {
 			},
 		})
 	}
-	return out
+	return append(out, migDevices(inv, opts)...)
 }
 
 // DriverResources returns what the kubeletplugin helper publishes for

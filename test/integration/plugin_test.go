@@ -46,33 +46,12 @@ type harness struct {
 	plugin *plugin.Plugin
 }
 
+// newHarness starts the plugin on a mock DGX H100 with a fake API server,
+// its metrics on a free local port.
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	root := t.TempDir()
-	// The mock driver's files, so that the specs name paths that exist.
-	_, inv := mockhosttest.Machine(t, "dgxh100", nodeName)
-	driverRoot := filepath.Join(root, "driver")
-	mockhosttest.Host(t, driverRoot, inv)
-	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, UID: "node-uid"}})
-	h := &harness{t: t, ctx: ctx, client: client, cfg: plugin.Config{
-		NodeName:             nodeName,
-		DriverName:           driverName,
-		NVMLBackend:          "mock:dgxh100",
-		DriverRoot:           driverRoot,
-		CDIRoot:              filepath.Join(root, "cdi"),
-		HookPath:             "/usr/bin/nvidia-cdi-hook",
-		KubeletRegistrarDir:  filepath.Join(root, "plugins_registry"),
-		KubeletPluginsDir:    filepath.Join(root, "plugins"),
-		KubeClient:           client,
-		MetricsAddress:       "127.0.0.1:0",
-		HealthResendInterval: 200 * time.Millisecond,
-	}}
-	if err := os.MkdirAll(h.cfg.KubeletRegistrarDir, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	h := newStoppedHarness(t)
+	h.cfg.MetricsAddress = "127.0.0.1:0"
 	h.start()
 	return h
 }

@@ -153,6 +153,64 @@ so it checks exactly what the plugin will use).
   value: {{ .Values.kubeAPIBurst | int64 | toString | quote }}
 - name: HEALTH_RESEND_INTERVAL
   value: {{ .Values.healthResendInterval | quote }}
+{{ include "gpudra.health.env" . }}
+- name: HEALTH_TAINT_EFFECT
+  value: {{ .Values.health.taintEffect | quote }}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- if .Values.mps.enabled }}
+- name: MPS_DAEMON_IMAGE
+  value: {{ include "gpudra.image" . | quote }}
+- name: MPS_BASE_DIR
+  value: {{ include "gpudra.mps.baseDir" . | quote }}
+- name: MPS_PRIORITY_CLASS_NAME
+  value: {{ .Values.mps.priorityClassName | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Host directory of the claims' MPS directories: mps.baseDir, which must be
+under hostStateDir (the plugin sees only that at the host's paths), or
+<hostStateDir>/mps.
+*/}}
+{{- define "gpudra.mps.baseDir" -}}
+{{- $state := include "gpudra.hostStateDir" . }}
+{{- $dir := .Values.mps.baseDir | trimSuffix "/" }}
+{{- if not $dir }}
+{{- printf "%s/mps" $state }}
+{{- else if hasPrefix (printf "%s/" $state) $dir }}
+{{- $dir }}
+{{- else }}
+{{- fail (printf "mps.baseDir %q must be a directory under hostStateDir %q (the plugin mounts only that); leave it empty for %s/mps" .Values.mps.baseDir $state $state) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Health monitor settings, the same for both plugins (pkg/health.Flags). The
+device plugin's DaemonSet includes it too.
+*/}}
+{{- define "gpudra.health.env" -}}
+- name: HEALTH_MONITOR
+  value: {{ .Values.health.enabled | toString | quote }}
+- name: HEALTH_IGNORED_XIDS
+  value: {{ include "gpudra.health.ignoredXIDs" . | quote }}
+- name: HEALTH_REPLACE_IGNORED_XIDS
+  value: {{ .Values.health.replaceIgnoredXIDs | toString | quote }}
+- name: HEALTH_RECOVERY_PERIOD
+  value: {{ .Values.health.recoveryPeriod | quote }}
+{{- end }}
+
+{{/*
+health.ignoredXIDs as the comma-separated list the plugins parse.
+*/}}
+{{- define "gpudra.health.ignoredXIDs" -}}
+{{- $xids := list }}
+{{- range .Values.health.ignoredXIDs }}
+{{- $xids = append $xids (include "gpudra.number" .) }}
+{{- end }}
+{{- join "," $xids }}
 {{- end }}
 
 {{/*

@@ -1,0 +1,456 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/gpudra/gpudra/pkg/health"
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/metrics"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/resourceslice"
+)
+
+// patience bounds waits for what normally takes milliseconds.
+const patience = 20 * time.Second
+
+// fakePublisher records what the wiring publishes; the first failures
+// calls fail.
+type fakePublisher struct {
+	mu        sync.Mutex
+	failures  int
+	calls     int
+	published []draresourceslice.DriverResources
+}
+
+func (f *fakePublisher) PublishResources(_ context.Context, r draresourceslice.DriverResources) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.calls <= f.failures {
+		return errors.New("injected publish failure")
+	}
+	f.published = append(f.published, r)
+	return nil
+}
+
+func (f *fakePublisher) state() (calls int, published []draresourceslice.DriverResources) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls, append([]draresourceslice.DriverResources(nil), f.published...)
+}
+
+// taintsOf returns the taints of the last published resources by device.
+func (f *fakePublisher) taintsOf(pool string) (map[string][]resourceapi.DeviceTaint, bool) {
+	_, pub := f.state()
+	if len(pub) == 0 {
+		return nil, false
+	}
+	out := map[string][]resourceapi.DeviceTaint{}
+	for _, s := range pub[len(pub)-1].Pools[pool].Slices {
+		for _, d := range s.Devices {
+			if len(d.Taints) > 0 {
+				out[d.Name] = d.Taints
+			}
+		}
+	}
+	return out, true
+}
+
+type healthEnv struct {
+	ctx     context.Context
+	inv     *inventory.Inventory
+	wiring  *healthWiring
+	drv     *driver
+	pub     *fakePublisher
+	metrics *metrics.Metrics
+	reports chan kubeletplugin.DeviceHealthReport
+}
+
+// newHealthEnv wires a monitor of a mock DGX H100 to a fake publisher and
+// opens the health stream. Nothing runs until start.
+func newHealthEnv(t *testing.T, effect resourceapi.DeviceTaintEffect, opts health.Options) *healthEnv {
+	t.Helper()
+	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	devices := resourceslice.Devices(inv, resourceslice.Options{})
+	opts.ProbeInterval, opts.WaitTimeout = 50*time.Millisecond, 20*time.Millisecond
+	opts.InitialBackoff, opts.MaxBackoff = 5*time.Millisecond, 20*time.Millisecond
+	m := metrics.New()
+	w, err := newHealthWiring("gpu.nvidia.com", "node-a", lib, inv, devices, effect, m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.retryInitial, w.retryMax = 5*time.Millisecond, 20*time.Millisecond
+	names := make([]string, 0, len(devices))
+	for _, d := range devices {
+		names = append(names, d.Name)
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	return &healthEnv{
+		ctx: ctx, inv: inv, wiring: w, pub: &fakePublisher{}, metrics: m,
+		drv:     &driver{poolName: "node-a", devices: names, healthResend: time.Hour, health: w},
+		reports: make(chan kubeletplugin.DeviceHealthReport),
+	}
+}
+
+// start runs the wiring and the health stream until the test ends.
+func (e *healthEnv) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := e.drv.WatchHealthStatus(ctx, e.reports); err != nil {
+			t.Errorf("WatchHealthStatus: %v", err)
+		}
+	})
+	e.wiring.start(ctx, e.pub)
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		e.wiring.wait()
+	})
+}
+
+func (e *healthEnv) waitRegistered(t *testing.T, i int) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for e.wiring.mon.Mock().Listeners(e.inv.Devices[i].UUID, nvml.EventTypeXidCriticalError) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GPU %d was never registered for events", i)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitTaints waits until the last published resources satisfy cond.
+func (e *healthEnv) waitTaints(t *testing.T, what string, cond func(map[string][]resourceapi.DeviceTaint) bool) map[string][]resourceapi.DeviceTaint {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		taints, ok := e.pub.taintsOf("node-a")
+		if ok && cond(taints) {
+			return taints
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; last published taints: %v", what, taints)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitReport reads the health stream until a report satisfies cond.
+func (e *healthEnv) waitReport(t *testing.T, what string, cond func(map[string]kubeletplugin.DeviceHealth) bool) map[string]kubeletplugin.DeviceHealth {
+	t.Helper()
+	timeout := time.After(patience)
+	for {
+		select {
+		case r := <-e.reports:
+			byName := map[string]kubeletplugin.DeviceHealth{}
+			for _, d := range r.Devices {
+				byName[d.DeviceName] = d
+			}
+			if cond(byName) {
+				return byName
+			}
+		case <-timeout:
+			t.Fatalf("timed out waiting for a health report with %s", what)
+		}
+	}
+}
+
+func onlyTainted(name, value string, effect resourceapi.DeviceTaintEffect) func(map[string][]resourceapi.DeviceTaint) bool {
+	return func(taints map[string][]resourceapi.DeviceTaint) bool {
+		ts := taints[name]
+		return len(taints) == 1 && len(ts) == 1 && ts[0].Key == "gpu.nvidia.com/unhealthy" && ts[0].Value == value &&
+			ts[0].Effect == effect && ts[0].TimeAdded != nil
+	}
+}
+
+func noTaints(taints map[string][]resourceapi.DeviceTaint) bool { return len(taints) == 0 }
+
+func healthIs(want map[string]kubeletplugin.HealthStatus, others kubeletplugin.HealthStatus) func(map[string]kubeletplugin.DeviceHealth) bool {
+	return func(got map[string]kubeletplugin.DeviceHealth) bool {
+		if len(got) != 8 {
+			return false
+		}
+		for name, d := range got {
+			w, ok := want[name]
+			if !ok {
+				w = others
+			}
+			if d.Health != w || d.PoolName != "node-a" {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestXIDTaintsOnlyThatDeviceAndRecovers(t *testing.T) {
+	// The GPU stays off the bus until the test lets NVML see it again.
+	var gone atomic.Bool
+	gone.Store(true)
+	probe := func(string) nvml.Return {
+		if gone.Load() {
+			return nvml.ERROR_GPU_IS_LOST
+		}
+		return nvml.SUCCESS
+	}
+	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoSchedule, health.Options{Probe: probe})
+	e.start(t)
+	e.waitReport(t, "every device healthy", healthIs(nil, kubeletplugin.HealthStatusHealthy))
+	e.waitRegistered(t, 2)
+
+	// XID 79 on gpu-2: the taint appears on gpu-2 only, the stream says
+	// Unhealthy, the metric counts it.
+	if _, err := e.wiring.mon.Mock().InjectXID("2", 79); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTaints(t, "a xid-79 taint on gpu-2", onlyTainted("gpu-2", "xid-79", resourceapi.DeviceTaintEffectNoSchedule))
+	got := e.waitReport(t, "gpu-2 unhealthy", healthIs(map[string]kubeletplugin.HealthStatus{"gpu-2": kubeletplugin.HealthStatusUnhealthy}, kubeletplugin.HealthStatusHealthy))
+	if !strings.Contains(got["gpu-2"].Message, "xid-79") {
+		t.Errorf("gpu-2 message %q does not name the XID", got["gpu-2"].Message)
+	}
+	if v := value(t, e.metrics, "gpudra_unhealthy_devices"); v != 1 {
+		t.Errorf("unhealthy_devices = %v, want 1", v)
+	}
+	// Back on the bus: it recovers at the next probe.
+	gone.Store(false)
+	e.waitTaints(t, "the taint removed after recovery", noTaints)
+	e.waitReport(t, "every device healthy again", healthIs(nil, kubeletplugin.HealthStatusHealthy))
+	if v := value(t, e.metrics, "gpudra_unhealthy_devices"); v != 0 {
+		t.Errorf("unhealthy_devices = %v after recovery, want 0", v)
+	}
+}
+
+func TestIgnoredXIDPublishesNothing(t *testing.T) {
+	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoSchedule, health.Options{})
+	e.start(t)
+	e.waitReport(t, "every device healthy", healthIs(nil, kubeletplugin.HealthStatusHealthy))
+	e.waitRegistered(t, 3)
+	if _, err := e.wiring.mon.Mock().InjectXID("3", 13); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(patience)
+	for e.wiring.mon.Processed() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("XID 13 was never processed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The publisher loop re-reads the snapshot only when it changes; an
+	// unchanged one must not have produced a publish.
+	if calls, _ := e.pub.state(); calls != 0 {
+		t.Errorf("an ignored XID caused %d publishes", calls)
+	}
+	select {
+	case r := <-e.reports:
+		t.Errorf("an ignored XID caused a health report: %+v", r)
+	default:
+	}
+}
+
+func TestDoubleBitECCWithNoExecuteAndRetriedPublish(t *testing.T) {
+	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoExecute, health.Options{RecoveryPeriod: 2 * time.Second})
+	e.pub.failures = 3
+	e.start(t)
+	e.waitRegistered(t, 5)
+	if _, err := e.wiring.mon.Mock().Inject("5", nvml.EventTypeDoubleBitEccError, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTaints(t, "a NoExecute double-bit-ecc taint on gpu-5", onlyTainted("gpu-5", "double-bit-ecc", resourceapi.DeviceTaintEffectNoExecute))
+	if calls, _ := e.pub.state(); calls < 4 {
+		t.Errorf("%d publish calls, want the 3 failures retried", calls)
+	}
+	e.waitTaints(t, "the taint removed after the recovery period", noTaints)
+}
+
+func TestEventLoopFailureTaintsEveryDeviceUnmonitored(t *testing.T) {
+	// NoExecute for errors, but an unmonitored GPU must not evict pods.
+	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoExecute, health.Options{})
+	e.start(t)
+	e.waitRegistered(t, 0)
+	e.wiring.mon.Mock().SetWaitError(nvml.ERROR_UNKNOWN)
+
+	taints := e.waitTaints(t, "every device tainted", func(ts map[string][]resourceapi.DeviceTaint) bool { return len(ts) == 8 })
+	for name, ts := range taints {
+		if len(ts) != 1 || ts[0].Value != "unmonitored" || ts[0].Effect != resourceapi.DeviceTaintEffectNoSchedule {
+			t.Errorf("%s taints = %+v, want one NoSchedule unmonitored taint", name, ts)
+		}
+	}
+	e.waitReport(t, "every device unknown", healthIs(nil, kubeletplugin.HealthStatusUnknown))
+	if v := value(t, e.metrics, "gpudra_health_monitor_up"); v != 0 {
+		t.Errorf("health_monitor_up = %v while down", v)
+	}
+	if v := value(t, e.metrics, "gpudra_health_monitor_errors_total"); v < 3 {
+		t.Errorf("health_monitor_errors_total = %v, want at least 3", v)
+	}
+	if v := value(t, e.metrics, "gpudra_unhealthy_devices"); v != 8 {
+		t.Errorf("unhealthy_devices = %v, want 8", v)
+	}
+
+	e.wiring.mon.Mock().SetWaitError(nvml.SUCCESS)
+	e.waitTaints(t, "taints removed once monitoring works again", noTaints)
+	e.waitReport(t, "every device healthy", healthIs(nil, kubeletplugin.HealthStatusHealthy))
+	if v := value(t, e.metrics, "gpudra_health_monitor_up"); v != 1 {
+		t.Errorf("health_monitor_up = %v after recovery", v)
+	}
+}
+
+func TestSetupHealthFromConfigAndInjectionFile(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	devices := resourceslice.Devices(inv, resourceslice.Options{})
+
+	drv := &driver{}
+	if w, err := setupHealth(ctx, Config{}, lib, inv, devices, metrics.New(), drv); w != nil || err != nil || drv.health != nil {
+		t.Fatalf("monitor off: got %v, %v", w, err)
+	}
+	if _, err := setupHealth(ctx, Config{HealthMonitor: true, TaintEffect: "Evict"}, lib, inv, devices, metrics.New(), drv); err == nil {
+		t.Error("an invalid taint effect was accepted")
+	}
+
+	root := t.TempDir()
+	cfg := Config{HealthMonitor: true, DriverName: "gpu.example.com", NodeName: "node-a", MockHostRoot: root, NVMLBackend: "mock:dgxh100"}
+	m := metrics.New()
+	w, err := setupHealth(ctx, cfg, lib, inv, devices, m, drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drv.health != w || w.injectFile != filepath.Join(root, inventory.MockEventsFile) {
+		t.Fatalf("wiring = %+v", w)
+	}
+	pub := &fakePublisher{}
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); w.wait() }()
+	w.start(ctx, pub)
+	deadline := time.Now().Add(patience)
+	for w.mon.Mock().Listeners("1", nvml.EventTypeXidCriticalError) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("GPU 1 was never registered")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(root, inventory.MockEventsFile), []byte("xid 1 48\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		taints, _ := pub.taintsOf("node-a")
+		if ts := taints["gpu-1"]; len(ts) == 1 && ts[0].Key == "gpu.example.com/unhealthy" && ts[0].Value == "xid-48" && ts[0].Effect == resourceapi.DeviceTaintEffectNoSchedule {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no taint from the injection file; published taints: %v", taints)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// value reads the gauge or counter called name from m's registry.
+func value(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name || len(f.GetMetric()) != 1 {
+			continue
+		}
+		if g := f.GetMetric()[0].GetGauge(); g != nil {
+			return g.GetValue()
+		}
+		return f.GetMetric()[0].GetCounter().GetValue()
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestStartTaintsTheResourceSliceOfAnInjectedXID runs the whole plugin (mock
+// GPUs, fake API server, the helper's real ResourceSlice controller): an
+// XID written to the mock event file ends up as a taint in the stored
+// ResourceSlice, on that device only.
+func TestStartTaintsTheResourceSliceOfAnInjectedXID(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	root := t.TempDir()
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", UID: "node-uid"}})
+	cfg := Config{
+		NodeName: "node-a", DriverName: "gpu.nvidia.com", NVMLBackend: "mock:dgxh100", MockHostRoot: filepath.Join(root, "mock"),
+		CDIRoot: filepath.Join(root, "cdi"), HookPath: "/usr/bin/nvidia-cdi-hook",
+		KubeletRegistrarDir: filepath.Join(root, "plugins_registry"), KubeletPluginsDir: filepath.Join(root, "plugins"),
+		KubeClient: client, HealthResendInterval: time.Second,
+		HealthMonitor: true, TaintEffect: "NoExecute",
+	}
+	if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(ctx, cfg)
+	mockhosttest.SkipWithoutMknod(t, err)
+	defer p.Stop()
+
+	taints := func() (map[string][]resourceapi.DeviceTaint, int) {
+		slices, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, n := map[string][]resourceapi.DeviceTaint{}, 0
+		for _, s := range slices.Items {
+			for _, d := range s.Spec.Devices {
+				n++
+				if len(d.Taints) > 0 {
+					out[d.Name] = d.Taints
+				}
+			}
+		}
+		return out, n
+	}
+	deadline := time.Now().Add(patience)
+	for {
+		if _, n := taints(); n == 8 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the plugin never published its 8 GPUs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Written until it is consumed by a monitor that listens: the file is
+	// read every half second, and events nobody listens to are dropped.
+	file := filepath.Join(cfg.MockHostRoot, inventory.MockEventsFile)
+	for {
+		got, _ := taints()
+		if ts := got["gpu-6"]; len(ts) == 1 {
+			if len(got) != 1 || ts[0].Key != "gpu.nvidia.com/unhealthy" || ts[0].Value != "xid-48" || ts[0].Effect != resourceapi.DeviceTaintEffectNoExecute {
+				t.Fatalf("taints = %v, want gpu-6 only: gpu.nvidia.com/unhealthy=xid-48:NoExecute", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no taint on gpu-6 in the stored ResourceSlices; taints: %v", got)
+		}
+		if _, err := os.Stat(file); os.IsNotExist(err) {
+			if err := os.WriteFile(file, []byte("xid 6 48\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,80 @@
+package plugin
+
+import (
+	"context"
+	"strings"
+
+	"k8s.io/klog/v2"
+
+	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/sharing"
+	"github.com/gpudra/gpudra/pkg/sharing/mps"
+)
+
+// MPSConfig configures MPS sharing (package mps); cmd/gpu-kubelet-plugin
+// fills it from --mps-daemon-image, --mps-base-dir and --namespace.
+type MPSConfig struct {
+	// DaemonImage is the image of the per-claim MPS daemon pods, the driver
+	// image. Empty turns MPS off: claims asking for it fail to prepare with
+	// an error that says so.
+	DaemonImage string
+	// BaseDir is the host directory of the claims' MPS directories; the
+	// plugin must see it at the same path.
+	BaseDir string
+	// Namespace is the plugin's namespace, where the daemon pods run.
+	Namespace string
+	// PriorityClassName of the daemon pods; empty: none.
+	PriorityClassName string
+}
+
+// NewMPSManager returns the MPS applier of the plugin, or nil when MPS is
+// off. Start hands mpsApplier(m) to sharing.Composite{MPS: ...} and, once
+// the claim state is loaded and reconciled and before serving, calls
+// sweepMPS. cfg is the Config after Start has resolved the mock host paths.
+func NewMPSManager(ctx context.Context, cfg Config) (*mps.Manager, error) {
+	if cfg.MPS.DaemonImage == "" {
+		klog.FromContext(ctx).Info("MPS sharing is off: no daemon image configured (--mps-daemon-image)")
+		return nil, nil
+	}
+	hostDriverRoot := cfg.HostDriverRoot
+	if hostDriverRoot == "" {
+		hostDriverRoot = cfg.DriverRoot
+	}
+	return mps.New(mps.Options{
+		Client:            cfg.KubeClient,
+		Namespace:         cfg.MPS.Namespace,
+		NodeName:          cfg.NodeName,
+		Image:             cfg.MPS.DaemonImage,
+		BaseDir:           cfg.MPS.BaseDir,
+		HostDriverRoot:    hostDriverRoot,
+		Mock:              strings.HasPrefix(cfg.NVMLBackend, "mock:"),
+		PriorityClassName: cfg.MPS.PriorityClassName,
+	})
+}
+
+// mpsApplier returns m as a sharing.Applier; nil (MPS off) when m is nil, so
+// that the interface never holds a nil *mps.Manager.
+func mpsApplier(m *mps.Manager) sharing.Applier {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// sweepMPS removes the MPS daemons and directories of claims that state does
+// not hold (left behind by a crash between starting a daemon and recording
+// its claim). Errors are logged: a leftover daemon costs resources but breaks
+// nothing, and the next start tries again. Call it before serving the
+// kubelet; a nil m does nothing.
+func sweepMPS(ctx context.Context, m *mps.Manager, state *claimstate.State) {
+	if m == nil {
+		return
+	}
+	prepared := map[string]bool{}
+	for _, uid := range state.PreparedClaims() {
+		prepared[uid] = true
+	}
+	if err := m.Sweep(ctx, func(uid string) bool { return prepared[uid] }); err != nil {
+		klog.FromContext(ctx).Error(err, "Removing the MPS daemons of claims that are not prepared; they stay until the next start")
+	}
+}

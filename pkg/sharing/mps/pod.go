@@ -1,0 +1,196 @@
+package mps
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/gpudra/gpudra/pkg/sharing"
+)
+
+// Labels and annotations of a daemon Pod.
+const (
+	// LabelClaimUID holds the claim UID (hashed when it is no valid label
+	// value); it finds the daemon of a claim.
+	LabelClaimUID = "gpudra.io/mps-claim-uid"
+	// LabelComponent marks every daemon Pod of the plugin.
+	LabelComponent      = "app.kubernetes.io/component"
+	componentValue      = "mps-control-daemon"
+	labelManagedBy      = "app.kubernetes.io/managed-by"
+	managedByValue      = "gpu-kubelet-plugin"
+	annotationClaim     = "gpudra.io/mps-claim"
+	annotationClaimUID  = "gpudra.io/mps-claim-uid"
+	annotationNode      = "gpudra.io/mps-node"
+	annotationHash      = "gpudra.io/mps-config-hash"
+	containerName       = "mps-control-daemon"
+	podNamePrefix       = "gpudra-mps-"
+	driverRootMount     = "/driver-root"
+	mockDaemonBinary    = "/usr/bin/gpu-mps-mock-daemon"
+	mpsControlBinary    = "nvidia-cuda-mps-control"
+	terminationGraceSec = 10
+)
+
+// PodName returns the name of the daemon Pod of the claim with the given
+// UID: deterministic, so that Apply and Undo find it without any state.
+func PodName(claimUID string) string {
+	return podNamePrefix + uidKey(claimUID, 63-len(podNamePrefix), validation.IsDNS1123Label)
+}
+
+func claimUIDLabel(claimUID string) string {
+	return uidKey(claimUID, validation.LabelValueMaxLength, validation.IsValidLabelValue)
+}
+
+// uidKey returns uid when it is valid and fits in max characters, else a
+// hash of it.
+func uidKey(uid string, max int, valid func(string) []string) string {
+	if len(uid) <= max && len(valid(uid)) == 0 {
+		return uid
+	}
+	sum := sha256.Sum256([]byte(uid))
+	return "h" + hex.EncodeToString(sum[:])[:40]
+}
+
+// podSpec holds the inputs of buildPod.
+type podSpec struct {
+	Claim             sharing.Claim
+	Config            *daemonConfig
+	Dirs              claimDirs
+	Namespace         string
+	NodeName          string
+	Image             string
+	HostDriverRoot    string
+	Mock              bool
+	PriorityClassName string
+}
+
+// buildPod returns the daemon Pod of a claim.
+func buildPod(s podSpec) *corev1.Pod {
+	root := "" // where the daemon's file system is, seen from the container
+	if !s.Mock {
+		root = driverRootMount
+	}
+	env := []corev1.EnvVar{
+		{Name: "CUDA_VISIBLE_DEVICES", Value: strings.Join(s.Config.UUIDs, ",")},
+		{Name: "CUDA_MPS_PIPE_DIRECTORY", Value: containerPipeDir},
+		{Name: "CUDA_MPS_LOG_DIRECTORY", Value: containerLogDir},
+	}
+	hostPathDir := corev1.HostPathDirectory
+	volumes := []corev1.Volume{
+		{Name: "mps-pipe", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: s.Dirs.Pipe, Type: &hostPathDir}}},
+		{Name: "mps-log", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: s.Dirs.Log, Type: &hostPathDir}}},
+		{Name: "mps-shm", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: s.Dirs.Shm, Type: &hostPathDir}}},
+	}
+	var mounts []corev1.VolumeMount
+	var command []string
+	if s.Mock {
+		command = mockCommand(s.Config)
+	} else {
+		volumes = append([]corev1.Volume{{Name: "driver-root", VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: s.HostDriverRoot, Type: &hostPathDir}}}}, volumes...)
+		mounts = append(mounts, corev1.VolumeMount{Name: "driver-root", MountPath: driverRootMount})
+		command = []string{"chroot", driverRootMount, "sh", "-c", controlScript(s.Config)}
+	}
+	mounts = append(mounts,
+		corev1.VolumeMount{Name: "mps-pipe", MountPath: root + containerPipeDir},
+		corev1.VolumeMount{Name: "mps-log", MountPath: root + containerLogDir},
+		corev1.VolumeMount{Name: "mps-shm", MountPath: root + containerShmDir},
+	)
+	privileged := true
+	automount := false
+	grace := int64(terminationGraceSec)
+	probe := fmt.Sprintf("test -p %s && test -f %s",
+		path.Join(root+containerPipeDir, "control"), path.Join(root+containerLogDir, readyFile))
+
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      PodName(s.Claim.UID),
+			Namespace: s.Namespace,
+			Labels: map[string]string{
+				LabelClaimUID:  claimUIDLabel(s.Claim.UID),
+				LabelComponent: componentValue,
+				labelManagedBy: managedByValue,
+			},
+			Annotations: map[string]string{
+				annotationClaim:    fmt.Sprintf("%s/%s (uid %s)", s.Claim.Namespace, s.Claim.Name, s.Claim.UID),
+				annotationClaimUID: s.Claim.UID,
+				annotationNode:     s.NodeName,
+				annotationHash:     s.Config.hash(),
+			},
+		},
+		Spec: corev1.PodSpec{
+			NodeName:                      s.NodeName,
+			RestartPolicy:                 corev1.RestartPolicyAlways,
+			HostPID:                       !s.Mock,
+			PriorityClassName:             s.PriorityClassName,
+			AutomountServiceAccountToken:  &automount,
+			TerminationGracePeriodSeconds: &grace,
+			// Like a DaemonSet's pods: the daemon lives as long as the
+			// claim's workloads on this node, whatever the node's taints.
+			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Containers: []corev1.Container{{
+				Name:            containerName,
+				Image:           s.Image,
+				Command:         command,
+				Env:             env,
+				SecurityContext: &corev1.SecurityContext{Privileged: &privileged},
+				VolumeMounts:    mounts,
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", probe}}},
+					PeriodSeconds:    1,
+					TimeoutSeconds:   5,
+					FailureThreshold: 3,
+				},
+			}},
+			Volumes: volumes,
+		},
+	}
+}
+
+// controlScript is the shell script that runs the real daemon inside the
+// driver root: start it in the foreground, apply the limits through its
+// control pipe, mark it ready, and quit it on SIGTERM. The values in it are
+// validated (UUID pattern, integers), so they need no quoting.
+func controlScript(c *daemonConfig) string {
+	var b strings.Builder
+	ctl := mpsControlBinary
+	pipe, logDir := containerPipeDir, containerLogDir
+	fmt.Fprintf(&b, "rm -f %s/%s %s/control %s/nvidia-cuda-mps-control.pid\n", logDir, readyFile, pipe, pipe)
+	fmt.Fprintf(&b, "trap 'echo quit | %s; wait $daemon; exit 0' TERM INT\n", ctl)
+	fmt.Fprintf(&b, "%s -f &\ndaemon=$!\n", ctl)
+	fmt.Fprintf(&b, "i=0\nwhile [ ! -p %s/control ]; do\n", pipe)
+	b.WriteString("  kill -0 $daemon 2>/dev/null || { echo 'MPS control daemon exited during start-up' >&2; exit 1; }\n")
+	b.WriteString("  i=$((i+1)); [ $i -le 60 ] || { echo 'MPS control pipe missing after 60s' >&2; exit 1; }\n")
+	b.WriteString("  sleep 1\ndone\n")
+	var cmds []string
+	if p := c.ActiveThreadPercentage; p != nil {
+		cmds = append(cmds, "set_default_active_thread_percentage "+strconv.Itoa(*p))
+	}
+	for _, l := range c.PinnedLimits {
+		cmds = append(cmds, fmt.Sprintf("set_default_device_pinned_mem_limit %s %s", l.UUID, l.Value()))
+	}
+	for _, cmd := range cmds {
+		fmt.Fprintf(&b, "echo %s | %s || { echo 'MPS command failed: %s' >&2; exit 1; }\n", cmd, ctl, cmd)
+	}
+	fmt.Fprintf(&b, "echo \"MPS control daemon ready for $CUDA_VISIBLE_DEVICES\"\ntouch %s/%s\n", logDir, readyFile)
+	b.WriteString("wait $daemon\n")
+	return b.String()
+}
+
+// mockCommand runs gpu-mps-mock-daemon with the limits as flags.
+func mockCommand(c *daemonConfig) []string {
+	cmd := []string{mockDaemonBinary}
+	if p := c.ActiveThreadPercentage; p != nil {
+		cmd = append(cmd, "--active-thread-percentage="+strconv.Itoa(*p))
+	}
+	for _, l := range c.PinnedLimits {
+		cmd = append(cmd, "--pinned-device-mem-limit="+l.UUID+"="+l.Value())
+	}
+	return cmd
+}

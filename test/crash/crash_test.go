@@ -1,0 +1,547 @@
+// Package crash kills the claim state's process with SIGKILL at random
+// points during prepares and unprepares, restarts it, and checks after every
+// restart that the checkpoint and the CDI directory are consistent with what
+// the killed process reported as done.
+//
+// The test binary runs itself as the child (TestCrashChild). Kill points are
+// chosen three ways, each seeded and logged:
+//   - "delay": a random delay (0-30 ms) after the child is ready, while its
+//     workers prepare and unprepare;
+//   - "fsevent": right after the k-th file-system event (inotify) that the
+//     child causes in the CDI or checkpoint directory, k random: a temporary
+//     file created, written, renamed into place, a file removed. The kill
+//     then lands inside a durable write or removal (between the rename and
+//     the directory fsync, between a spec and its record...), without any
+//     hook in the production code;
+//   - "startup": a random delay from the child's start, so that some kills
+//     land in the checkpoint load and the start-up reconcile.
+//
+// GPUDRA_CRASH_KILLS sets the number of kills (default 200, 40 with -short);
+// GPUDRA_CRASH_SEED replays a run.
+package crash
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
+
+	"github.com/gpudra/gpudra/pkg/cdi"
+	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/durable"
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+)
+
+const (
+	driverName = "gpu.nvidia.com"
+	nodeName   = "node-crash"
+	machine    = "dgxh100"
+	hookPath   = "/usr/bin/nvidia-cdi-hook"
+	bootID     = "crash-test-boot"
+	// workers is how many goroutines of the child prepare and unprepare
+	// at the same time; each owns its own claims.
+	workers = 3
+	// childTimeout bounds one child's run before it is killed regardless.
+	childTimeout = 20 * time.Second
+)
+
+// dirs are the directories that survive the child: the plugin's state.
+type dirs struct {
+	DriverRoot string `json:"driverRoot"`
+	CDI        string `json:"cdi"`
+	Checkpoint string `json:"checkpoint"`
+}
+
+// testClaims are the claims the child works on: one GPU each, and one with
+// three GPUs. Their UIDs and devices never change, so their CDI device IDs
+// are known in advance.
+func testClaims() []*resourceapi.ResourceClaim {
+	devices := [][]string{{"gpu-0"}, {"gpu-1"}, {"gpu-2"}, {"gpu-3"}, {"gpu-4"}, {"gpu-5", "gpu-6", "gpu-7"}}
+	var out []*resourceapi.ResourceClaim
+	for i, devs := range devices {
+		c := &resourceapi.ResourceClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "crash", Name: fmt.Sprintf("claim-%d", i), UID: types.UID(fmt.Sprintf("0c4a5400-0000-4000-8000-%012d", i))},
+			Status:     resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{}},
+		}
+		for _, d := range devs {
+			c.Status.Allocation.Devices.Results = append(c.Status.Allocation.Devices.Results,
+				resourceapi.DeviceRequestAllocationResult{Request: "gpus", Driver: driverName, Pool: nodeName, Device: d})
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// wantIDs are the CDI device IDs a prepare of c must return.
+func wantIDs(c *resourceapi.ResourceClaim) []string {
+	n := cdi.NewNaming(driverName)
+	var ids []string
+	for _, r := range c.Status.Allocation.Devices.Results {
+		ids = append(ids, n.DeviceID(string(c.UID), r.Device))
+	}
+	return ids
+}
+
+// openState opens the claim state over d as the plugin's start-up does.
+func openState(ctx context.Context, d dirs, inv *inventory.Inventory, edits claimstate.EditsSource) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
+	naming := cdi.NewNaming(driverName)
+	specDir, err := cdi.NewSpecDir(d.CDI, naming)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, err := checkpoint.NewStore(d.Checkpoint)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
+		DriverName: driverName, PoolName: nodeName, Inventory: inv, Edits: edits,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID,
+	})
+	return st, specDir, loadErrs, err
+}
+
+// claimModel is what the parent knows about one claim from the child's
+// reports.
+type claimModel struct {
+	prepared bool   // state after the last completed operation
+	inflight string // operation begun but not reported done ("" if none)
+}
+
+type killMode string
+
+const (
+	killDelay   killMode = "delay"
+	killFSEvent killMode = "fsevent"
+	killStartup killMode = "startup"
+)
+
+// stats count what the run covered; they are logged at the end.
+type stats struct {
+	kills             map[killMode]int
+	killedInFlight    int // kills with at least one operation in flight
+	inflightPrepared  int // interrupted operations found prepared after restart
+	inflightGone      int // interrupted operations found not prepared
+	opsDone           int
+	maxTempsLeft      map[string]int // by directory
+	readyBeforeKill   int
+	startupTimeTotal  time.Duration
+	startupTimeCount  int
+	checkedRestarts   int
+	repeatedPrepares  int
+	specsRecreated    int
+	orphansRemoved    int
+	childOutputErrors int
+}
+
+func killCount(t *testing.T) int {
+	if s := os.Getenv("GPUDRA_CRASH_KILLS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("GPUDRA_CRASH_KILLS=%q: want a positive number", s)
+		}
+		return n
+	}
+	if testing.Short() {
+		return 40
+	}
+	return 200
+}
+
+func seed(t *testing.T) uint64 {
+	if s := os.Getenv("GPUDRA_CRASH_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("GPUDRA_CRASH_SEED=%q: want a number", s)
+		}
+		return n
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+func TestCrashConsistency(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		t.Skip("this is the child process")
+	}
+	kills, sd := killCount(t), seed(t)
+	t.Logf("crash test: %d kills, seed %d (replay with GPUDRA_CRASH_SEED=%d GPUDRA_CRASH_KILLS=%d)", kills, sd, sd, kills)
+	rng := rand.New(rand.NewPCG(sd, 0))
+
+	root := t.TempDir()
+	d := dirs{DriverRoot: filepath.Join(root, "driver"), CDI: filepath.Join(root, "cdi"), Checkpoint: filepath.Join(root, "plugin", "claims")}
+	lib, inv := mockhosttest.Machine(t, machine, nodeName)
+	mockhosttest.Host(t, d.DriverRoot, inv)
+	ctx := klog.NewContext(context.Background(), logr.Discard())
+	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: d.DriverRoot, HookPath: hookPath}, inv.UUIDs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{d.CDI, d.Checkpoint} {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	for _, dir := range []string{d.CDI, d.Checkpoint} {
+		if err := watcher.Add(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	claims := testClaims()
+	model := map[string]*claimModel{}
+	for _, c := range claims {
+		model[string(c.UID)] = &claimModel{}
+	}
+	st := &stats{kills: map[killMode]int{}, maxTempsLeft: map[string]int{}}
+	modes := []killMode{killDelay, killFSEvent, killStartup}
+	for i := range kills {
+		mode := modes[rng.IntN(len(modes))]
+		childSeed := rng.Uint64()
+		events, waitErr, stderr := runAndKill(t, d, childSeed, mode, rng, watcher, st)
+		st.kills[mode]++
+		applyEvents(t, i, mode, events, model, st)
+		if ws, ok := waitErr.(*exec.ExitError); !ok || ws.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("kill %d (%s): the child did not die of SIGKILL: %v\nstderr:\n%s", i, mode, waitErr, stderr)
+		}
+		if bytes.Contains(stderr, []byte("DATA RACE")) {
+			t.Fatalf("kill %d: the child reported a data race:\n%s", i, stderr)
+		}
+		if t.Failed() {
+			t.Fatalf("kill %d (%s, child seed %d) broke an invariant; stderr of the child:\n%s", i, mode, childSeed, stderr)
+		}
+		verifyAfterRestart(t, ctx, i, d, inv, edits, claims, model, st)
+		if t.Failed() {
+			t.Fatalf("kill %d (%s, child seed %d) broke an invariant", i, mode, childSeed)
+		}
+	}
+	finalCleanup(t, ctx, d, inv, edits, claims)
+
+	t.Logf("kill points tried: %d (delay after ready %d, file-system event %d, start-up %d); kills with an operation in flight: %d; "+
+		"interrupted operations found prepared %d / not prepared %d; operations completed by the children: %d; repeated prepares checked: %d; "+
+		"specs re-created by reconcile: %d; orphans removed: %d; temporary files of interrupted writes left at most in the CDI dir %d, in the checkpoint dir %d; mean child start-up: %v",
+		kills, st.kills[killDelay], st.kills[killFSEvent], st.kills[killStartup], st.killedInFlight,
+		st.inflightPrepared, st.inflightGone, st.opsDone, st.repeatedPrepares, st.specsRecreated, st.orphansRemoved, st.maxTempsLeft[d.CDI], st.maxTempsLeft[d.Checkpoint],
+		meanStartup(st))
+	if kills >= 50 && st.killedInFlight == 0 {
+		t.Errorf("no kill landed while an operation was in flight: the kill points do not exercise the writes")
+	}
+}
+
+func meanStartup(st *stats) time.Duration {
+	if st.startupTimeCount == 0 {
+		return 0
+	}
+	return st.startupTimeTotal / time.Duration(st.startupTimeCount)
+}
+
+// runAndKill starts a child and kills it with SIGKILL at a point chosen by
+// mode. It returns the child's progress events, its Wait error and stderr.
+func runAndKill(t *testing.T, d dirs, childSeed uint64, mode killMode, rng *rand.Rand, watcher *fsnotify.Watcher, st *stats) ([]event, error, []byte) {
+	t.Helper()
+	cfg, err := json.Marshal(childConfig{Dirs: d, Seed: childSeed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forget the events of the previous round and of the parent's checks.
+	drain(watcher)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	lines := make(chan []event, 1)
+	go func() {
+		var evs []event
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		signaled := false
+		for sc.Scan() {
+			line, ok := strings.CutPrefix(sc.Text(), opPrefix)
+			if !ok {
+				continue
+			}
+			var e event
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				e = event{Op: "fail", Err: fmt.Sprintf("unreadable progress line %q: %v", line, err)}
+			}
+			evs = append(evs, e)
+			if e.Op == "ready" && !signaled {
+				signaled = true
+				close(ready)
+			}
+		}
+		lines <- evs
+	}()
+
+	timeout := time.After(childTimeout)
+	switch mode {
+	case killStartup:
+		// Uniform over the typical start-up, so that some kills hit the
+		// reconcile and some the first operations.
+		span := 200 * time.Millisecond
+		if m := meanStartup(st); m > 0 {
+			span = m + m/5
+		}
+		select {
+		case <-time.After(time.Duration(rng.Int64N(int64(span)))):
+		case <-timeout:
+		}
+	case killDelay:
+		select {
+		case <-ready:
+			st.startupTimeTotal += time.Since(start)
+			st.startupTimeCount++
+			time.Sleep(time.Duration(rng.Int64N(int64(30 * time.Millisecond))))
+		case <-timeout:
+		}
+	case killFSEvent:
+		// Events of the child's start-up (reconcile) count too.
+		k := 1 + rng.IntN(40)
+	wait:
+		for seen := 0; seen < k; {
+			select {
+			case <-watcher.Events:
+				seen++
+			case err := <-watcher.Errors:
+				t.Logf("inotify: %v", err)
+			case <-timeout:
+				break wait
+			}
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	evs := <-lines
+	waitErr := cmd.Wait()
+	return evs, waitErr, stderr.Bytes()
+}
+
+func drain(w *fsnotify.Watcher) {
+	for {
+		select {
+		case <-w.Events:
+		case <-w.Errors:
+		default:
+			return
+		}
+	}
+}
+
+// applyEvents folds the child's reports into the model.
+func applyEvents(t *testing.T, round int, mode killMode, events []event, model map[string]*claimModel, st *stats) {
+	t.Helper()
+	for _, e := range events {
+		switch e.Op {
+		case "fail":
+			t.Errorf("kill %d (%s): the child failed before it was killed: %s", round, mode, e.Err)
+		case "ready":
+			st.readyBeforeKill++
+			// The child's view at start must match the parent's model
+			// (which the previous round's checks made exact).
+			for uid, m := range model {
+				if got := slices.Contains(e.Prepared, uid); got != m.prepared {
+					t.Errorf("kill %d: child started with claim %s prepared=%v, want %v", round, uid, got, m.prepared)
+				}
+			}
+		case "prepare", "unprepare":
+			m := model[e.UID]
+			if m == nil {
+				t.Errorf("kill %d: report about unknown claim %s", round, e.UID)
+				continue
+			}
+			if e.Phase == "begin" {
+				m.inflight = e.Op
+				continue
+			}
+			m.inflight = ""
+			m.prepared = e.Op == "prepare"
+			st.opsDone++
+		}
+	}
+	for _, m := range model {
+		if m.inflight != "" {
+			st.killedInFlight++
+			break
+		}
+	}
+}
+
+// verifyAfterRestart opens a fresh state over the directories, as the
+// restarted plugin does, and checks every invariant against the model. It
+// leaves the model exact (no operation in flight).
+func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, inv *inventory.Inventory, edits claimstate.EditsSource,
+	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats) {
+	t.Helper()
+	state, specDir, loadErrs, err := openState(ctx, d, inv, edits)
+	if err != nil {
+		t.Fatalf("kill %d: restart: %v", round, err)
+	}
+	if len(loadErrs) > 0 {
+		t.Errorf("kill %d: the checkpoint holds unreadable records (torn write?): %v", round, loadErrs)
+	}
+	report := state.Reconcile(ctx)
+	if len(report.Errors) > 0 {
+		t.Errorf("kill %d: reconcile: %v", round, report.Errors)
+	}
+	st.specsRecreated += report.SpecsRecreated
+	st.orphansRemoved += report.OrphansRemoved
+	st.checkedRestarts++
+
+	prepared := state.PreparedClaims()
+	for _, c := range claims {
+		uid := string(c.UID)
+		m := model[uid]
+		got := slices.Contains(prepared, uid)
+		switch {
+		case m.inflight == "" && got != m.prepared:
+			if m.prepared {
+				t.Errorf("kill %d: claim %s was reported prepared and is lost after the restart", round, uid)
+			} else {
+				t.Errorf("kill %d: claim %s was reported unprepared and is prepared again after the restart", round, uid)
+			}
+		case m.inflight != "":
+			if got {
+				st.inflightPrepared++
+			} else {
+				st.inflightGone++
+			}
+		}
+		m.inflight, m.prepared = "", got
+
+		specPath := specDir.Path(uid)
+		if !got {
+			if _, err := os.Stat(specPath); !os.IsNotExist(err) {
+				t.Errorf("kill %d: claim %s is not prepared but its spec %s exists (%v)", round, uid, specPath, err)
+			}
+			continue
+		}
+		// The spec is complete and valid for the CDI library, and a
+		// repeated prepare returns the same IDs.
+		spec, err := cdiapi.ReadSpec(specPath, 0)
+		if err != nil {
+			t.Errorf("kill %d: claim %s is prepared but its spec is unusable: %v", round, uid, err)
+			continue
+		}
+		for _, id := range wantIDs(c) {
+			_, _, name := parseID(id)
+			if spec.GetDevice(name) == nil {
+				t.Errorf("kill %d: spec of claim %s lacks device %s", round, uid, name)
+			}
+		}
+		devs, err := state.Prepare(ctx, c)
+		if err != nil {
+			t.Errorf("kill %d: repeated prepare of claim %s: %v", round, uid, err)
+			continue
+		}
+		st.repeatedPrepares++
+		var ids []string
+		for _, dev := range devs {
+			ids = append(ids, dev.CDIDeviceIDs...)
+		}
+		if !slices.Equal(ids, wantIDs(c)) {
+			t.Errorf("kill %d: repeated prepare of claim %s returned %v, want %v", round, uid, ids, wantIDs(c))
+		}
+	}
+
+	// No orphans: the specs of this driver are exactly the prepared claims'.
+	uids, err := specDir.ClaimUIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(uids, prepared) {
+		t.Errorf("kill %d: specs of this driver %v, prepared claims %v", round, uids, prepared)
+	}
+	// Nothing else lies in the directories but temporary files, which
+	// neither the CDI library nor the checkpoint reader picks up.
+	expected := map[string]bool{}
+	for _, uid := range prepared {
+		expected[filepath.Join(d.CDI, filepath.Base(specDir.Path(uid)))] = true
+		expected[filepath.Join(d.Checkpoint, uid+".json")] = true
+	}
+	for _, dir := range []string{d.CDI, d.Checkpoint} {
+		temps := 0
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			switch {
+			case durable.IsTemp(name):
+				temps++
+			case expected[filepath.Join(dir, name)]:
+			default:
+				t.Errorf("kill %d: unexpected file %s in %s", round, name, dir)
+			}
+		}
+		st.maxTempsLeft[dir] = max(st.maxTempsLeft[dir], temps)
+	}
+}
+
+// parseID splits a qualified CDI device ID.
+func parseID(id string) (vendor, class, name string) {
+	kind, name, _ := strings.Cut(id, "=")
+	vendor, class, _ = strings.Cut(kind, "/")
+	return vendor, class, name
+}
+
+// finalCleanup unprepares every claim after the last restart: nothing of
+// this driver may be left.
+func finalCleanup(t *testing.T, ctx context.Context, d dirs, inv *inventory.Inventory, edits claimstate.EditsSource, claims []*resourceapi.ResourceClaim) {
+	t.Helper()
+	state, specDir, _, err := openState(ctx, d, inv, edits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state.Reconcile(ctx)
+	for _, c := range claims {
+		if err := state.Unprepare(ctx, c.Namespace, c.Name, c.UID); err != nil {
+			t.Errorf("final unprepare of %s: %v", c.UID, err)
+		}
+	}
+	if p := state.PreparedClaims(); len(p) != 0 {
+		t.Errorf("claims still prepared after unpreparing all: %v", p)
+	}
+	if uids, err := specDir.ClaimUIDs(); err != nil || len(uids) != 0 {
+		t.Errorf("specs left after unpreparing all: %v %v", uids, err)
+	}
+	store, err := checkpoint.NewStore(d.Checkpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs, loadErrs, err := store.List(); err != nil || len(recs)+len(loadErrs) != 0 {
+		t.Errorf("checkpoint records left after unpreparing all: %v %v %v", recs, loadErrs, err)
+	}
+}
