@@ -6,7 +6,7 @@
 # Usage: hack/demo.sh [up|install|run|all]   (default: all = up + install + run)
 #   up       start the local cluster (builds what is missing) and import the driver image
 #   install  helm upgrade --install the chart in mock mode and wait for the plugin
-#   run      run the demos in two waves (the mock machine has 8 GPUs), print each pod's GPU view
+#   run      run the demos in three waves (the mock machine has 8 GPUs), print each pod's GPU view
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -26,9 +26,16 @@ up() {
 
 install() {
   cluster_env
-  log "installing the chart (mock $MOCK_MACHINE)"
+  log "installing the chart (mock $MOCK_MACHINE, with the doctor init container)"
+  # The doctor reads the node's runtime config; this cluster's containerd keeps
+  # its config in the cluster directory, not in /etc/containerd.
+  local containerd_config
+  containerd_config=$("$CLUSTER" env | sed -n 's/^export CONTAINERD_CONFIG=//p')
+  # shellcheck disable=SC2086  # GPUDRA_HELM_ARGS: extra helm arguments, split on spaces
   helm upgrade --install "$RELEASE" "$REPO/deployments/helm/gpudra" --namespace "$NAMESPACE" --create-namespace \
-    --set mock.enabled=true --set mock.machine="$MOCK_MACHINE" --set image.pullPolicy=Never --wait --timeout 3m
+    --set mock.enabled=true --set mock.machine="$MOCK_MACHINE" --set image.pullPolicy=Never \
+    --set doctor.enabled=true ${containerd_config:+--set-json "doctor.extraArgs=[\"--containerd-config=$containerd_config\"]"} \
+    ${GPUDRA_HELM_ARGS:-} --wait --timeout 3m
   kubectl -n "$NAMESPACE" rollout status daemonset -l app.kubernetes.io/instance="$RELEASE" --timeout=2m
   for _ in $(seq 1 60); do
     n=$(kubectl get resourceslices -o jsonpath='{range .items[*]}{.spec.devices[*].name}{" "}{end}' | wc -w)
@@ -62,7 +69,13 @@ run() {
   log "wave 2: selection by product, memory, compute capability; time-slicing config; admin access"
   for f in 05 06 07 08 09; do kubectl apply -f "$REPO"/demo/$f-*.yaml >/dev/null; done
   show_wave 2
-  log "demo pods of wave 2 keep running; remove them with: kubectl delete ns gpudra-demo gpudra-demo-admin"
+  kubectl delete pods -A -l gpudra.demo/wave=2 --wait >/dev/null
+  log "wave 3: a time-sliced GPU shared by two pods; two containers sharing a GPU through an MPS daemon"
+  for f in 11 13; do kubectl apply -f "$REPO"/demo/$f-*.yaml >/dev/null; done
+  show_wave 3
+  kubectl -n "$NAMESPACE" get pods -l app.kubernetes.io/component=mps-control-daemon -o wide 2>/dev/null || true
+  log "demo pods of wave 3 keep running; remove them with: kubectl delete ns gpudra-demo gpudra-demo-admin"
+  log "MIG (demo/12-mig.yaml) needs a MIG mock machine: GPUDRA_MOCK_MACHINE=dgxh100-mig hack/demo.sh install"
 }
 
 case ${1:-all} in

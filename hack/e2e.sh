@@ -24,9 +24,16 @@ trap diagnose EXIT
 # helm exists once the cluster is built: lint the chart before installing it.
 helm lint --strict "$REPO/deployments/helm/gpudra"
 helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
-"$HERE/demo.sh" install
+# Unhealthy GPUs recover after 20s without errors, so that the health test
+# sees the taint go.
+GPUDRA_HELM_ARGS="--set health.recoveryPeriod=20s" "$HERE/demo.sh" install
 cd "$REPO"
 go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
+
+# Static MIG: the same node as a DGX H100 whose GPUs 0 and 1 are in MIG mode.
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100-mig --wait --timeout 3m
+GPUDRA_E2E_MODE=mig go test -tags e2e -count=1 -v -timeout 10m -run MIG ./test/e2e/
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100 --wait --timeout 3m
 
 # The same cluster without DRA in the way: the chart in device-plugin mode
 # (what mode=auto picks on clusters that do not serve resource.k8s.io/v1),

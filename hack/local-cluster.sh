@@ -17,7 +17,8 @@
 #                DIR/images/gpudra.tar and import it into the cluster's containerd, replacing an older
 #                import of the same tag (if the cluster is down: imported by the next `up`)
 #   status       processes, node, imported images
-#   env          prints `export KUBECONFIG=... PATH=... CONTAINERD_ADDRESS=... CONTAINERD_NAMESPACE=...`
+#   env          prints `export KUBECONFIG=... PATH=... CONTAINERD_ADDRESS=... CONTAINERD_NAMESPACE=...` and
+#                `export CONTAINERD_CONFIG=...` (the containerd config, for `gpudra doctor`)
 #                (use: eval "$(hack/local-cluster.sh env)"; then kubectl, helm and ctr work as usual)
 #   down         stops what this script started (PID files), unmounts, removes the CNI bridge,
 #                restores the sysctls kubelet changed, removes the kubepods cgroups (etcd data and the
@@ -593,7 +594,8 @@ case "$CMD" in
   down) down ;;
   clean) clean ;;
   status) status ;;
-  env) echo "export KUBECONFIG=$KCFG PATH=$BIN:\$PATH CONTAINERD_ADDRESS=$CSOCK CONTAINERD_NAMESPACE=k8s.io" ;;
+  env) echo "export KUBECONFIG=$KCFG PATH=$BIN:\$PATH CONTAINERD_ADDRESS=$CSOCK CONTAINERD_NAMESPACE=k8s.io"
+       echo "export CONTAINERD_CONFIG=$RUN/containerd/config.toml" ;;
   help|-h|--help) sed -n '2,40p' "$0" ;;
   *) sed -n '2,40p' "$0" >&2; exit 2 ;;
 esac

@@ -81,6 +81,56 @@ func readRSS(pid int) (rss, error) {
 	return r, s.Err()
 }
 
+// workingSetKiB returns the memory working set of pid's cgroup as the
+// kubelet and metrics-server report it for a container: usage minus inactive
+// file pages (cgroup v2: memory.current, v1: memory.usage_in_bytes). Pages of
+// the executable that another cgroup loaded first are charged there, not
+// here.
+func workingSetKiB(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var dir, usageFile, inactiveKey string
+		switch {
+		case parts[0] == "0" && parts[1] == "": // v2
+			dir, usageFile, inactiveKey = filepath.Join("/sys/fs/cgroup", parts[2]), "memory.current", "inactive_file"
+		case strings.Contains(","+parts[1]+",", ",memory,"): // v1
+			dir, usageFile, inactiveKey = filepath.Join("/sys/fs/cgroup/memory", parts[2]), "memory.usage_in_bytes", "total_inactive_file"
+		default:
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, usageFile))
+		if err != nil {
+			return 0, err
+		}
+		usage, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s: %w", dir, usageFile, err)
+		}
+		stat, err := os.ReadFile(filepath.Join(dir, "memory.stat"))
+		if err != nil {
+			return 0, err
+		}
+		for _, l := range strings.Split(string(stat), "\n") {
+			if v, ok := strings.CutPrefix(l, inactiveKey+" "); ok {
+				inactive, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("%s/memory.stat: %w", dir, err)
+				}
+				usage = max(0, usage-inactive)
+			}
+		}
+		return int(usage / 1024), nil
+	}
+	return 0, fmt.Errorf("pid %d: no memory cgroup", pid)
+}
+
 // measureMemory runs pairs prepare/unprepare pairs at concurrency 1 in two
 // halves and reports the plugin's resident memory before, after the first
 // half and after the second: growth between the halves means a leak.
@@ -91,6 +141,7 @@ func measureMemory(ctx context.Context, b *bencher, pairs int) error {
 	}
 	rounds := max(1, pairs/2/len(b.claims))
 	var m [3]rss
+	var ws [3]int
 	for i := range m {
 		if i > 0 {
 			r := b.run(ctx, 1, rounds)
@@ -101,17 +152,21 @@ func measureMemory(ctx context.Context, b *bencher, pairs int) error {
 		if m[i], err = readRSS(pid); err != nil {
 			return err
 		}
+		if ws[i], err = workingSetKiB(pid); err != nil {
+			return fmt.Errorf("the plugin's container memory: %w", err)
+		}
 	}
 	done := 2 * rounds * len(b.claims)
-	fmt.Printf("plugin memory (pid %d), MiB       total   anon   file\n", pid)
+	fmt.Printf("plugin memory (pid %d), MiB   RSS total   anon   file   cgroup working set\n", pid)
 	for i, label := range []string{"before", fmt.Sprintf("after %d pairs", done/2), fmt.Sprintf("after %d pairs", done)} {
 		t, a, f := m[i].mib()
-		fmt.Printf("  %-28s %6.1f %6.1f %6.1f\n", label, t, a, f)
+		fmt.Printf("  %-28s %9.1f %6.1f %6.1f %12.1f\n", label, t, a, f, float64(ws[i])/1024)
 	}
 	fmt.Printf("  growth over the second half: total %+.1f MiB, anon %+.1f MiB\n",
 		float64(m[2].total-m[1].total)/1024, float64(m[2].anon-m[1].anon)/1024)
-	fmt.Printf(`{"memory":{"pairs":%d,"rss_before_mib":%.1f,"rss_half_mib":%.1f,"rss_end_mib":%.1f,"anon_before_mib":%.1f,"anon_half_mib":%.1f,"anon_end_mib":%.1f}}`+"\n",
+	fmt.Printf(`{"memory":{"pairs":%d,"rss_before_mib":%.1f,"rss_half_mib":%.1f,"rss_end_mib":%.1f,"anon_before_mib":%.1f,"anon_half_mib":%.1f,"anon_end_mib":%.1f,"working_set_before_mib":%.1f,"working_set_half_mib":%.1f,"working_set_end_mib":%.1f}}`+"\n",
 		done, float64(m[0].total)/1024, float64(m[1].total)/1024, float64(m[2].total)/1024,
-		float64(m[0].anon)/1024, float64(m[1].anon)/1024, float64(m[2].anon)/1024)
+		float64(m[0].anon)/1024, float64(m[1].anon)/1024, float64(m[2].anon)/1024,
+		float64(ws[0])/1024, float64(ws[1])/1024, float64(ws[2])/1024)
 	return nil
 }

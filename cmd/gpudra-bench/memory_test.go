@@ -18,3 +18,13 @@ func TestReadRSSOfThisProcess(t *testing.T) {
 		t.Fatal("no error for a process that does not exist")
 	}
 }
+
+func TestWorkingSetOfThisProcess(t *testing.T) {
+	ws, err := workingSetKiB(os.Getpid())
+	if err != nil {
+		t.Skipf("no memory cgroup to read here: %v", err)
+	}
+	if ws <= 0 {
+		t.Fatalf("working set %d KiB", ws)
+	}
+}
