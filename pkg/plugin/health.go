@@ -42,10 +42,13 @@ type healthWiring struct {
 	poolName   string
 	// devices are the devices as published without health taints.
 	devices []resourceapi.Device
-	// nameOf maps a GPU UUID to its device name; uuidOf is the reverse.
-	nameOf, uuidOf map[string]string
-	effect         resourceapi.DeviceTaintEffect
-	metrics        *metrics.Metrics
+	// namesOf maps a GPU UUID to its published devices: the GPU, or the MIG
+	// devices of a GPU in MIG mode (they share its health). uuidOf maps a
+	// device name to the UUID of its GPU.
+	namesOf map[string][]string
+	uuidOf  map[string]string
+	effect  resourceapi.DeviceTaintEffect
+	metrics *metrics.Metrics
 	// injectFile, with a mock backend, is inventory.MockEventsFile in the
 	// mock host root ("" = no injection by file): commands such as
 	// "xid 0 79" written there inject GPU events (see
@@ -92,21 +95,30 @@ func newHealthWiring(driverName, poolName string, lib nvml.Interface, inv *inven
 	effect resourceapi.DeviceTaintEffect, m *metrics.Metrics, opts health.Options) (*healthWiring, error) {
 	w := &healthWiring{
 		driverName: driverName, poolName: poolName, devices: devices, effect: effect, metrics: m,
-		nameOf: map[string]string{}, uuidOf: map[string]string{},
+		namesOf: map[string][]string{}, uuidOf: map[string]string{},
 		retryInitial: time.Second, retryMax: time.Minute,
 	}
 	published := map[string]bool{}
 	for _, d := range devices {
 		published[d.Name] = true
 	}
+	add := func(gpuUUID, name string) {
+		if published[name] {
+			w.namesOf[gpuUUID] = append(w.namesOf[gpuUUID], name)
+			w.uuidOf[name] = gpuUUID
+		}
+	}
+	for _, d := range inv.Devices {
+		add(d.UUID, resourceslice.DeviceName(d))
+	}
+	for _, m := range inv.MIGDevices {
+		add(m.ParentUUID, resourceslice.MIGDeviceName(m))
+	}
 	var uuids []string
 	for _, d := range inv.Devices {
-		name := resourceslice.DeviceName(d)
-		if !published[name] {
-			continue
+		if len(w.namesOf[d.UUID]) > 0 {
+			uuids = append(uuids, d.UUID)
 		}
-		w.nameOf[d.UUID], w.uuidOf[name] = name, d.UUID
-		uuids = append(uuids, d.UUID)
 	}
 	opts.OnLoopError = func(error) { m.HealthMonitorErrors.Inc() }
 	mon, err := health.New(lib, uuids, opts)
@@ -139,7 +151,8 @@ func (w *healthWiring) wait() {
 	}
 }
 
-// taints returns the health taints by device name: the configured effect
+// taints returns the health taints by device name (a GPU's MIG devices
+// share its taint): the configured effect
 // for unhealthy devices, NoSchedule for unmonitored ones (nothing is known
 // to be wrong with them, so running pods are not evicted).
 func (w *healthWiring) taints(s health.Snapshot) map[string][]resourceapi.DeviceTaint {
@@ -152,7 +165,9 @@ func (w *healthWiring) taints(s health.Snapshot) map[string][]resourceapi.Device
 		if d.Problem == health.Unmonitored {
 			effect = resourceapi.DeviceTaintEffectNoSchedule
 		}
-		out[w.nameOf[d.UUID]] = []resourceapi.DeviceTaint{resourceslice.HealthTaint(w.driverName, d.Reason, effect, d.Since)}
+		for _, name := range w.namesOf[d.UUID] {
+			out[name] = []resourceapi.DeviceTaint{resourceslice.HealthTaint(w.driverName, d.Reason, effect, d.Since)}
+		}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,7 +88,12 @@ type healthEnv struct {
 // opens the health stream. Nothing runs until start.
 func newHealthEnv(t *testing.T, effect resourceapi.DeviceTaintEffect, opts health.Options) *healthEnv {
 	t.Helper()
-	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	return newHealthEnvOn(t, "dgxh100", effect, opts)
+}
+
+func newHealthEnvOn(t *testing.T, machine string, effect resourceapi.DeviceTaintEffect, opts health.Options) *healthEnv {
+	t.Helper()
+	lib, inv := mockhosttest.Machine(t, machine, "node-a")
 	devices := resourceslice.Devices(inv, resourceslice.Options{})
 	opts.ProbeInterval, opts.WaitTimeout = 50*time.Millisecond, 20*time.Millisecond
 	opts.InitialBackoff, opts.MaxBackoff = 5*time.Millisecond, 20*time.Millisecond
@@ -452,5 +458,47 @@ func TestStartTaintsTheResourceSliceOfAnInjectedXID(t *testing.T) {
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A GPU in MIG mode is published as its MIG devices: they share its health,
+// so an XID on the GPU taints all of them and marks them Unhealthy, and
+// nothing else.
+func TestXIDOnAGPUInMIGModeTaintsItsMIGDevices(t *testing.T) {
+	e := newHealthEnvOn(t, "dgxh100-mig", resourceapi.DeviceTaintEffectNoSchedule, health.Options{})
+	var migOfGPU0 []string
+	for _, m := range e.inv.MIGDevices {
+		if m.ParentUUID == e.inv.Devices[0].UUID {
+			migOfGPU0 = append(migOfGPU0, resourceslice.MIGDeviceName(m))
+		}
+	}
+	if len(migOfGPU0) == 0 {
+		t.Fatal("the MIG mock machine has no MIG device on GPU 0")
+	}
+	e.start(t)
+	e.waitRegistered(t, 0)
+	if _, err := e.wiring.mon.Mock().InjectXID("0", 48); err != nil {
+		t.Fatal(err)
+	}
+	taints := e.waitTaints(t, "xid-48 taints on GPU 0's MIG devices", func(taints map[string][]resourceapi.DeviceTaint) bool {
+		return len(taints) == len(migOfGPU0)
+	})
+	for _, name := range migOfGPU0 {
+		if ts := taints[name]; len(ts) != 1 || ts[0].Value != "xid-48" {
+			t.Errorf("%s: taints %v, want xid-48", name, ts)
+		}
+	}
+	got := e.waitReport(t, "GPU 0's MIG devices unhealthy", func(byName map[string]kubeletplugin.DeviceHealth) bool {
+		for _, name := range migOfGPU0 {
+			if byName[name].Health != kubeletplugin.HealthStatusUnhealthy {
+				return false
+			}
+		}
+		return true
+	})
+	for name, d := range got {
+		if !slices.Contains(migOfGPU0, name) && d.Health != kubeletplugin.HealthStatusHealthy {
+			t.Errorf("%s: health %s, want Healthy", name, d.Health)
+		}
 	}
 }
