@@ -56,8 +56,11 @@ type healthWiring struct {
 	injectFile string
 	// retryInitial and retryMax bound the backoff of failed publishing.
 	retryInitial, retryMax time.Duration
-	// running are the goroutines of start.
+	// running are the goroutines of start; stopped, under mu, keeps start
+	// from adding any once wait has begun.
 	running sync.WaitGroup
+	mu      sync.Mutex
+	stopped bool
 }
 
 // setupHealth builds the health monitor from cfg and attaches it to drv, so
@@ -137,6 +140,11 @@ func (w *healthWiring) start(ctx context.Context, pub publisher) {
 	if w == nil {
 		return
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
 	w.running.Go(func() { w.mon.Run(ctx) })
 	w.running.Go(func() { w.publishTaints(ctx, pub) })
 	if ev := w.mon.Mock(); ev != nil && w.injectFile != "" {
@@ -144,11 +152,16 @@ func (w *healthWiring) start(ctx context.Context, pub publisher) {
 	}
 }
 
-// wait returns once everything start started has stopped.
+// wait returns once everything start started has stopped (the caller has
+// cancelled start's context); a later start does nothing.
 func (w *healthWiring) wait() {
-	if w != nil {
-		w.running.Wait()
+	if w == nil {
+		return
 	}
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+	w.running.Wait()
 }
 
 // taints returns the health taints by device name (a GPU's MIG devices

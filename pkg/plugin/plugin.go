@@ -106,6 +106,7 @@ type Plugin struct {
 	metricsAddr net.Addr
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
+	health      *healthWiring // nil without health monitoring
 }
 
 // Start brings the plugin up and returns once it serves the kubelet. On a
@@ -243,6 +244,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	if err != nil {
 		return nil, err
 	}
+	p.health = hw
 	opts := []kubeletplugin.Option{
 		kubeletplugin.DriverName(cfg.DriverName),
 		kubeletplugin.NodeName(cfg.NodeName),
@@ -343,6 +345,9 @@ func (p *Plugin) Stop() {
 		p.helper.Stop()
 	}
 	p.cancel(errors.New("plugin stopped"))
+	// The health monitor may be waiting for NVML events: NVML is shut down
+	// only once it has returned.
+	p.health.wait()
 	if p.lib != nil {
 		_ = p.lib.Shutdown()
 	}
