@@ -43,6 +43,9 @@ type Metrics struct {
 	HealthMonitorUp prometheus.Gauge
 	// HealthMonitorErrors counts failed NVML event calls of the health monitor.
 	HealthMonitorErrors prometheus.Counter
+	// APIRequestDuration observes Kubernetes API requests by verb and
+	// resource (see ObserveAPIRequests).
+	APIRequestDuration *prometheus.HistogramVec
 }
 
 // New creates the metrics.
@@ -71,6 +74,11 @@ func New() *Metrics {
 			Help: "Devices published in this node's ResourceSlices.",
 		}),
 	}
+	m.APIRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "gpudra", Name: "api_request_duration_seconds",
+		Help:    "Kubernetes API requests of the plugin, by verb and resource; the GET of resourceclaims precedes every prepare.",
+		Buckets: []float64{.0005, .001, .002, .003, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"verb", "resource"})
 	m.UnhealthyDevices = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "gpudra", Name: "unhealthy_devices",
 		Help: "GPUs reported unhealthy or unmonitored by the health monitor (and tainted).",
@@ -83,7 +91,7 @@ func New() *Metrics {
 		Namespace: "gpudra", Name: "health_monitor_errors_total",
 		Help: "Failed NVML event calls of the health monitor.",
 	})
-	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors)
+	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors, m.APIRequestDuration)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.PreparedClaims, m.CheckpointErrors, m.PublishedDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -181,6 +181,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	}
 
 	m := metrics.New()
+	m.ObserveAPIRequests()
 	claimEdits, err := claimEdits(cfg, inv, edits) // adds the MIG devices (sharing.go)
 	if err != nil {
 		return nil, err
