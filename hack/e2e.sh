@@ -41,3 +41,9 @@ helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=device-plugin --wait --timeout 3m
 GPUDRA_E2E_MODE=device-plugin go test -tags e2e -count=1 -v -timeout 10m -run DevicePlugin ./test/e2e/
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=dra --wait --timeout 3m
+
+# Uninstall: the cleanup hook removes the driver's slices; then install again,
+# so that the cluster is left with the driver running.
+helm uninstall gpudra --namespace gpudra-system --wait --timeout 5m
+GPUDRA_E2E_MODE=uninstalled go test -tags e2e -count=1 -v -timeout 5m -run Uninstall ./test/e2e/
+"$HERE/demo.sh" install

@@ -27,6 +27,7 @@ Usage:
   gpudra cdi generate [--output FILE] [--format yaml|json] [flags]
   gpudra cdi list [--device NAME] [--json] [flags]
   gpudra doctor [--json] [flags]
+  gpudra slices delete [--driver NAME] [--wait-for-pods SELECTOR --namespace NS]
   gpudra version
 
 Run "gpudra <command> -h" for a command's flags. Every flag has an
@@ -42,10 +43,11 @@ type command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // run dispatches args to a subcommand and returns the process's exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	commands := map[string]command{
-		"cdi generate": runCDIGenerate,
-		"cdi list":     runCDIList,
-		"doctor":       runDoctor,
-		"version":      runVersion,
+		"cdi generate":  runCDIGenerate,
+		"cdi list":      runCDIList,
+		"doctor":        runDoctor,
+		"slices delete": runSlicesDelete,
+		"version":       runVersion,
 	}
 	name, rest := commandName(args)
 	if name == "help" || name == "-h" || name == "--help" {
@@ -77,8 +79,8 @@ func commandName(args []string) (string, []string) {
 	switch {
 	case len(args) == 0:
 		return "", nil
-	case args[0] == "cdi" && len(args) > 1:
-		return "cdi " + args[1], args[2:]
+	case (args[0] == "cdi" || args[0] == "slices") && len(args) > 1:
+		return args[0] + " " + args[1], args[2:]
 	}
 	return args[0], args[1:]
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // TestDevicePluginServesExtendedResource runs when the chart is installed in
@@ -60,4 +62,38 @@ func TestDevicePluginServesExtendedResource(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(cdiRoot, "k8s.device-plugin.nvidia.com-gpu.json")); len(files) != 1 {
 		t.Errorf("the device plugin's CDI spec is missing from %s", cdiRoot)
 	}
+	// The DRA plugin's slices went with it (the chart's cleanup hook): the
+	// scheduler must not offer the same GPUs through DRA as well.
+	if n := driverSlices(t, c); n != 0 {
+		t.Errorf("%d ResourceSlices of %s left in device-plugin mode", n, driverName)
+	}
+}
+
+// TestUninstallRemovesTheSlices runs after `helm uninstall` (hack/e2e.sh
+// sets GPUDRA_E2E_MODE=uninstalled): no ResourceSlice of the driver is left
+// to offer GPUs that no plugin prepares.
+func TestUninstallRemovesTheSlices(t *testing.T) {
+	if os.Getenv("GPUDRA_E2E_MODE") != "uninstalled" {
+		t.Skip("the chart is installed (GPUDRA_E2E_MODE)")
+	}
+	c := client(t)
+	eventually(t, time.Minute, "no ResourceSlice of the driver", func() (bool, string) {
+		n := driverSlices(t, c)
+		return n == 0, fmt.Sprintf("%d left", n)
+	})
+}
+
+func driverSlices(t *testing.T, c kubernetes.Interface) int {
+	t.Helper()
+	list, err := c.ResourceV1().ResourceSlices().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range list.Items {
+		if s.Spec.Driver == driverName {
+			n++
+		}
+	}
+	return n
 }

@@ -1,0 +1,44 @@
+package resourceslice
+
+import (
+	"context"
+	"testing"
+
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+)
+
+func TestDeleteDriverSlicesLeavesOtherDrivers(t *testing.T) {
+	slice := func(name, driver, node string) *resourceapi.ResourceSlice {
+		return &resourceapi.ResourceSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)},
+			Spec:       resourceapi.ResourceSliceSpec{Driver: driver, NodeName: ptr.To(node), Pool: resourceapi.ResourcePool{Name: node, ResourceSliceCount: 1}},
+		}
+	}
+	client := fake.NewClientset(
+		slice("a", testDriver, "node-a"), slice("b", testDriver, "node-b"),
+		slice("c", "net.example.com", "node-a"),
+	)
+	ctx := context.Background()
+	n, err := DeleteDriverSlices(ctx, client, testDriver)
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteDriverSlices = %d, %v; want 2, nil", n, err)
+	}
+	left, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left.Items) != 1 || left.Items[0].Name != "c" {
+		t.Fatalf("left %v, want only the other driver's slice", left.Items)
+	}
+	// Idempotent.
+	if n, err := DeleteDriverSlices(ctx, client, testDriver); err != nil || n != 0 {
+		t.Fatalf("second DeleteDriverSlices = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := DeleteDriverSlices(ctx, client, ""); err == nil {
+		t.Fatal("no error without a driver name")
+	}
+}
