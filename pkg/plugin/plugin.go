@@ -203,6 +203,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		m.CheckpointErrors.Inc()
 		logger.Error(le.Err, "Claim checkpoint file cannot be read; the claim it holds is not recovered. Move the file away after checking it", "path", le.Path)
 	}
+	reportUnreadableCheckpoints(ctx, cfg.KubeClient, cfg.NodeName, loadErrs)
 	report := state.Reconcile(ctx)
 	for _, err := range report.Errors {
 		logger.Error(err, "Reconciling checkpoint and CDI directory")
