@@ -209,6 +209,21 @@ func TestSharingTimeSlicingAndMPS(t *testing.T) {
 		t.Errorf("MPS directory of the claim: %v", err)
 	}
 
+	// A plugin restart leaves the daemon (and the workload using it) alone,
+	// and the restarted plugin still stops it on unprepare.
+	before, err := c.CoreV1().Pods(releaseNamespace).Get(ctx, daemon, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restartPlugin(t, c)
+	after, err := c.CoreV1().Pods(releaseNamespace).Get(ctx, daemon, metav1.GetOptions{})
+	if err != nil || after.UID != before.UID || after.Status.Phase != corev1.PodRunning {
+		t.Fatalf("MPS daemon after a plugin restart: %v (uid %s -> %s, phase %s); want the same pod running", err, before.UID, after.UID, after.Status.Phase)
+	}
+	if p, err := c.CoreV1().Pods("gpudra-demo").Get(ctx, "mps", metav1.GetOptions{}); err != nil || p.Status.Phase != corev1.PodRunning {
+		t.Fatalf("MPS workload after a plugin restart: %v", err)
+	}
+
 	deleteWave(t, c, "3")
 	kubectl(t, "-n", "gpudra-demo", "delete", "resourceclaim", "timesliced-gpu", "--ignore-not-found", "--wait=true")
 	eventually(t, 2*time.Minute, "time slice back to Default, MPS daemon and its directory gone", func() (bool, string) {
@@ -222,6 +237,27 @@ func TestSharingTimeSlicingAndMPS(t *testing.T) {
 			return false, mpsDir + " still there"
 		}
 		return true, ""
+	})
+}
+
+// restartPlugin deletes the kubelet plugin pod and waits until its
+// replacement is ready.
+func restartPlugin(t *testing.T, c kubernetes.Interface) {
+	t.Helper()
+	old := pluginPods(t, c)
+	kubectl(t, "-n", releaseNamespace, "delete", "pod", "-l", "app.kubernetes.io/component=kubelet-plugin", "--wait=true", "--timeout=2m")
+	eventually(t, 2*time.Minute, "a new kubelet plugin pod ready", func() (bool, string) {
+		for _, p := range pluginPods(t, c) {
+			if len(old) > 0 && p.UID == old[0].UID {
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					return true, ""
+				}
+			}
+		}
+		return false, "not ready yet"
 	})
 }
 
