@@ -53,7 +53,7 @@ show_wave() {
   while read -r ns pod; do
     for c in $(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.spec.containers[*].name}'); do
       echo "=== $ns/$pod [$c]"
-      kubectl -n "$ns" logs "$pod" -c "$c" | sed -n '/GPU-VIEW-BEGIN/,/GPU-VIEW-END/p' | grep -v GPU-VIEW
+      kubectl -n "$ns" logs "$pod" -c "$c" | sed -n '/GPU-VIEW-BEGIN/,/GPU-VIEW-END/p;/MPS-VIEW-BEGIN/,/MPS-VIEW-END/p' | grep -v -- '-VIEW-'
     done
   done < <(kubectl get pods -A -l gpudra.demo/wave="$wave" -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.metadata.name}{"\n"}{end}')
 }
