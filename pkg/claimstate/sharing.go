@@ -84,15 +84,12 @@ func (s *State) sharingClaim(rec *checkpoint.ClaimRecord) (sharing.Claim, error)
 	return c, nil
 }
 
-// applySharing makes the record's sharing settings take effect (idempotent,
-// see sharing.Applier) and returns the edits to add to the claim's spec. A
-// claim without sharing settings needs no Applier; one with sharing
-// settings on a State without Applier fails with an error that says so.
-func (s *State) applySharing(ctx context.Context, rec *checkpoint.ClaimRecord) (sharing.Edits, error) {
-	c, err := s.sharingClaim(rec)
-	if err != nil {
-		return sharing.Edits{}, err
-	}
+// applySharing makes the sharing settings of c (sharingClaim of a record)
+// take effect (idempotent, see sharing.Applier) and returns the edits to add
+// to the claim's spec. A claim without sharing settings needs no Applier;
+// one with sharing settings on a State without Applier fails with an error
+// that says so.
+func (s *State) applySharing(ctx context.Context, c sharing.Claim) (sharing.Edits, error) {
 	if !sharing.UsesSharing(c) {
 		return sharing.Edits{}, nil
 	}

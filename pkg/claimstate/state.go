@@ -227,15 +227,15 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 // spec are written concurrently and the two fsyncs overlap.
 func (s *State) persist(ctx context.Context, rec *checkpoint.ClaimRecord) error {
 	uid := rec.ClaimUID
-	shared, err := s.usesSharing(rec)
+	c, err := s.sharingClaim(rec)
 	if err != nil {
 		return err
 	}
-	if shared {
+	if sharing.UsesSharing(c) {
 		if err := s.opts.Checkpoints.Put(rec); err != nil {
 			return err
 		}
-		spec, err := s.buildSpec(ctx, rec)
+		spec, err := s.buildSpecFor(ctx, rec, c)
 		if err == nil {
 			err = s.opts.Specs.Write(uid, spec)
 		}
@@ -244,7 +244,7 @@ func (s *State) persist(ctx context.Context, rec *checkpoint.ClaimRecord) error 
 		}
 		return nil
 	}
-	spec, err := s.buildSpec(ctx, rec)
+	spec, err := s.buildSpecFor(ctx, rec, c)
 	if err != nil {
 		return err
 	}
@@ -392,7 +392,16 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 // only producer of claim specs, so Prepare and Reconcile write identical
 // specs.
 func (s *State) buildSpec(ctx context.Context, rec *checkpoint.ClaimRecord) (*specs.Spec, error) {
-	shared, err := s.applySharing(ctx, rec)
+	c, err := s.sharingClaim(rec)
+	if err != nil {
+		return nil, err
+	}
+	return s.buildSpecFor(ctx, rec, c)
+}
+
+// buildSpecFor is buildSpec with the record's sharing view already built.
+func (s *State) buildSpecFor(ctx context.Context, rec *checkpoint.ClaimRecord, c sharing.Claim) (*specs.Spec, error) {
+	shared, err := s.applySharing(ctx, c)
 	if err != nil {
 		return nil, err
 	}
