@@ -13,17 +13,15 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/flagenv"
 	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/kubeclient"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -127,22 +125,13 @@ func run(args []string) error {
 }
 
 func newClient(o *options) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if o.kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	// The claim GET before every prepare is on the pod start path: protobuf
+	// (kubeclient.Config), and a rate limit that never throttles it.
+	cfg, err := kubeclient.Config(o.kubeconfig, "gpu-kubelet-plugin")
 	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client configuration: %w (outside a cluster, pass --kubeconfig)", err)
+		return nil, err
 	}
 	cfg.QPS = float32(o.kubeAPIQPS)
 	cfg.Burst = o.kubeAPIBurst
-	cfg.UserAgent = "gpu-kubelet-plugin"
-	// Protobuf, like the kubelet: the claim GET before every prepare is on
-	// the pod start path, and protobuf decodes several times faster than JSON.
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return kubernetes.NewForConfig(cfg)
 }

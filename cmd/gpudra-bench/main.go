@@ -30,10 +30,10 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+
+	"github.com/gpudra/gpudra/pkg/kubeclient"
 )
 
 type options struct {
@@ -115,15 +115,13 @@ func parseFlags(args []string) (*options, error) {
 }
 
 func run(ctx context.Context, o *options) (retErr error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	// The same client configuration as the plugin's, so that the claim GET
+	// figure is what the plugin pays.
+	cfg, err := kubeclient.Config(o.kubeconfig, "gpudra-bench")
 	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
+		return err
 	}
 	cfg.QPS, cfg.Burst = 200, 400
-	// The same encoding as the plugin's client, so that the claim GET
-	// figure is what the plugin pays.
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)

@@ -8,26 +8,18 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/gpudra/gpudra/pkg/kubeclient"
 	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
 // newKubeClient is the API client of the cluster commands; tests replace it.
 var newKubeClient = func(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := kubeclient.Config(kubeconfig, "gpudra")
 	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client configuration: %w (outside a cluster, pass --kubeconfig)", err)
+		return nil, err
 	}
-	cfg.UserAgent = "gpudra"
 	return kubernetes.NewForConfig(cfg)
 }
 
