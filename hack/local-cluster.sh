@@ -16,6 +16,8 @@
 #   image [TAG]  build the driver image (hack/build-image.sh, default localhost/gpudra/gpudra:dev) into
 #                DIR/images/gpudra.tar and import it into the cluster's containerd, replacing an older
 #                import of the same tag (if the cluster is down: imported by the next `up`)
+#   restart-kubelet  stops the kubelet and starts it again (pods and plugins keep running), waits
+#                until the node is Ready: what the e2e tests use to check that the plugins register again
 #   status       processes, node, imported images
 #   env          prints `export KUBECONFIG=... PATH=... CONTAINERD_ADDRESS=... CONTAINERD_NAMESPACE=...` and
 #                `export CONTAINERD_CONFIG=...` (the containerd config, for `gpudra doctor`)
@@ -591,6 +593,7 @@ case "$CMD" in
   build) build_all ;;
   up) up ;;
   image) image "${2:-}" ;;
+  restart-kubelet) stop_pid kubelet; up ;;
   down) down ;;
   clean) clean ;;
   status) status ;;
