@@ -26,6 +26,9 @@ func DeleteDriverSlices(ctx context.Context, client kubernetes.Interface, driver
 	list, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector(resourceapi.ResourceSliceSelectorDriver, driverName).String(),
 	})
+	if apierrors.IsNotFound(err) {
+		return 0, nil // the cluster does not serve resource.k8s.io/v1: no slices
+	}
 	if err != nil {
 		return 0, fmt.Errorf("listing the ResourceSlices of driver %s: %w", driverName, err)
 	}

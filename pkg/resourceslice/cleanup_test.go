@@ -5,9 +5,13 @@ import (
 	"testing"
 
 	resourceapi "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
 
@@ -40,5 +44,16 @@ func TestDeleteDriverSlicesLeavesOtherDrivers(t *testing.T) {
 	}
 	if _, err := DeleteDriverSlices(ctx, client, ""); err == nil {
 		t.Fatal("no error without a driver name")
+	}
+}
+
+// A cluster that does not serve resource.k8s.io/v1 has no slices to delete.
+func TestDeleteDriverSlicesWithoutTheResourceAPI(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("list", "resourceslices", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: "resource.k8s.io", Resource: "resourceslices"}, "")
+	})
+	if n, err := DeleteDriverSlices(context.Background(), client, testDriver); err != nil || n != 0 {
+		t.Fatalf("DeleteDriverSlices = %d, %v; want 0, nil", n, err)
 	}
 }
