@@ -55,4 +55,4 @@ clean:
 	rm -rf $(BIN_DIR)
 
 bench-dra: ## kubelet-side DRA prepare/unprepare benchmark against the running plugin (root, local cluster up, chart installed)
-	$(GO) run ./cmd/gpudra-bench --claims 8 --concurrency 1,8 --rounds 30
+	$(GO) run ./cmd/gpudra-bench --claims 8 --concurrency 1,8 --rounds 30 --repeat 5

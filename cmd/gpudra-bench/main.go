@@ -44,6 +44,7 @@ type options struct {
 	claims      int
 	concurrency []int
 	rounds      int
+	repeat      int
 	warmup      int
 	memoryPairs int
 	namespace   string
@@ -76,6 +77,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.claims, "claims", 8, "number of ResourceClaims (at most the number of free devices)")
 	conc := fs.String("concurrency", "1", "calls in flight; a comma-separated list runs each level in turn (e.g. 1,8)")
 	fs.IntVar(&o.rounds, "rounds", 50, "prepare+unprepare rounds per concurrency level")
+	fs.IntVar(&o.repeat, "repeat", 1, "run all the levels this many times (the floor measured again each time) and print the medians and the median throughput ratio of the last level to the first")
 	fs.IntVar(&o.warmup, "warmup", 1, "unmeasured rounds before the first measured level")
 	fs.IntVar(&o.memoryPairs, "memory-pairs", 0, "after the latency levels, run this many pairs at concurrency 1 and report the plugin's resident memory before, halfway and at the end (0: off)")
 	fs.StringVar(&o.namespace, "namespace", "gpudra-bench", "namespace of the claims (created, and deleted afterwards, if missing)")
@@ -106,6 +108,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("--claims must be at least 1")
 	case o.rounds < 1:
 		return nil, errors.New("--rounds must be at least 1")
+	case o.repeat < 1:
+		return nil, errors.New("--repeat must be at least 1")
 	case o.warmup < 0:
 		return nil, errors.New("--warmup must not be negative")
 	case o.fsyncWrites < 1:
@@ -219,27 +223,46 @@ func run(ctx context.Context, o *options) (retErr error) {
 		}
 	}
 
-	var results []*levelResult
-	for _, c := range o.concurrency {
-		r := b.run(ctx, c, o.rounds)
-		if ctx.Err() != nil {
-			return ctx.Err()
+	var reps [][]*levelResult
+	var floors []summary
+	for rep := 0; rep < o.repeat; rep++ {
+		if rep > 0 {
+			get := floor.get
+			if floor, err = measureFloor(o.fsyncDir, o.fsyncWrites); err != nil {
+				return err
+			}
+			floor.get = get
 		}
-		results = append(results, r)
+		var results []*levelResult
+		for _, c := range o.concurrency {
+			r := b.run(ctx, c, o.rounds)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			results = append(results, r)
+		}
+		if o.repeat > 1 {
+			fmt.Printf("repeat %d of %d:", rep+1, o.repeat)
+		}
+		printTable(o, results, floor)
+		for _, r := range results {
+			fmt.Println(jsonLine(o, r, floor))
+		}
+		reps, floors = append(reps, results), append(floors, floor)
 	}
-
-	printTable(o, results, floor)
-	for _, r := range results {
-		fmt.Println(jsonLine(o, r, floor))
+	if o.repeat > 1 {
+		printRepeatSummary(summarizeRepeats(o.claims, reps, floors))
 	}
 	if o.memoryPairs > 0 {
 		if err := measureMemory(ctx, b, o.memoryPairs); err != nil {
 			return fmt.Errorf("measuring the plugin's memory: %w", err)
 		}
 	}
-	for _, r := range results {
-		if r.prepare.errors+r.unprepare.errors > 0 {
-			return fmt.Errorf("concurrency %d: %d prepare and %d unprepare errors", r.concurrency, r.prepare.errors, r.unprepare.errors)
+	for _, results := range reps {
+		for _, r := range results {
+			if r.prepare.errors+r.unprepare.errors > 0 {
+				return fmt.Errorf("concurrency %d: %d prepare and %d unprepare errors", r.concurrency, r.prepare.errors, r.unprepare.errors)
+			}
 		}
 	}
 	return nil
