@@ -62,6 +62,8 @@ func run(args []string) error {
 	f.String(&o.podUID, "pod-uid", "POD_UID", "", "UID of the plugin's pod; enables seamless rolling updates (set from the downward API)")
 	f.String(&o.cfg.MetricsAddress, "metrics-address", "METRICS_ADDRESS", ":8080", "address of the /metrics, /healthz and /readyz endpoints; empty turns them off")
 	f.String(&o.kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig file; empty: in-cluster configuration")
+	fs.BoolVar(&o.cfg.Profiling, "profiling", false, "also serve Go's /debug/pprof/ on --metrics-address")
+	f.Bind("profiling", "PROFILING")
 	f.Float64(&o.kubeAPIQPS, "kube-api-qps", "KUBE_API_QPS", 200, "QPS of the API client; the kubelet plugin helper GETs every claim before a prepare, so this bounds prepares per second")
 	f.Int(&o.kubeAPIBurst, "kube-api-burst", "KUBE_API_BURST", 400, "burst of the API client")
 	var healthResend string

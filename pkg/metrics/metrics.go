@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -112,6 +113,8 @@ func (m *Metrics) Observe(op string, start time.Time, err error) {
 type Server struct {
 	metrics *Metrics
 	ready   atomic.Bool
+	// Profiling adds Go's /debug/pprof/ handlers; set before ListenAndServe.
+	Profiling bool
 }
 
 // NewServer returns a server for m.
@@ -134,6 +137,13 @@ func (s *Server) Handler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if s.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

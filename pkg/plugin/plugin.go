@@ -67,6 +67,8 @@ type Config struct {
 	KubeClient kubernetes.Interface
 	// MetricsAddress serves /metrics, /healthz and /readyz ("" = off).
 	MetricsAddress string
+	// Profiling also serves Go's /debug/pprof/ on MetricsAddress.
+	Profiling bool
 	// HealthResendInterval defaults to 15 s.
 	HealthResendInterval time.Duration
 	// BootIDPath defaults to checkpoint's boot ID file.
@@ -220,6 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	var srv *metrics.Server
 	if cfg.MetricsAddress != "" {
 		srv = metrics.NewServer(m)
+		srv.Profiling = cfg.Profiling
 		addr, err := srv.ListenAndServe(ctx, cfg.MetricsAddress)
 		if err != nil {
 			return nil, fmt.Errorf("serving metrics on %s: %w", cfg.MetricsAddress, err)
