@@ -13,7 +13,8 @@
 //     claim are serialized.
 //   - Durability: Prepare returns only after the claim's record and its spec
 //     are durable (see persist); Unprepare removes the spec, undoes the
-//     sharing settings, then removes the record. A crash in between leaves a
+//     sharing settings, then removes the record (both removals at once for a
+//     claim without sharing settings). A crash in between leaves a
 //     record without a spec, which Reconcile re-creates at start-up (applying
 //     the sharing settings again), or a spec without a record (a claim
 //     without sharing settings), which Reconcile deletes at start-up and an
@@ -302,16 +303,32 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 }
 
 // unprepareLocked removes the spec, undoes the sharing settings, then
-// removes the record and the reservation. The caller holds the claim's lock.
+// removes the record and the reservation; without sharing settings it
+// removes the spec and the record concurrently (the two fsyncs overlap).
+// Either way a failure leaves a state a repeated Unprepare completes. The
+// caller holds the claim's lock.
 func (s *State) unprepareLocked(ctx context.Context, rec *checkpoint.ClaimRecord) error {
-	if err := s.opts.Specs.Remove(rec.ClaimUID); err != nil {
-		return err
-	}
-	if err := s.undoSharing(ctx, rec); err != nil {
-		return err
-	}
-	if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
-		return fmt.Errorf("removing the claim from the checkpoint: %w", err)
+	if c, err := s.sharingClaim(rec); err == nil && !sharing.UsesSharing(c) {
+		// Nothing to undo between the two removals: they run at once.
+		specErr := make(chan error, 1)
+		go func() { specErr <- s.opts.Specs.Remove(rec.ClaimUID) }()
+		err := s.opts.Checkpoints.Delete(rec.ClaimUID)
+		if err != nil {
+			err = fmt.Errorf("removing the claim from the checkpoint: %w", err)
+		}
+		if err = errors.Join(<-specErr, err); err != nil {
+			return err
+		}
+	} else {
+		if err := s.opts.Specs.Remove(rec.ClaimUID); err != nil {
+			return err
+		}
+		if err := s.undoSharing(ctx, rec); err != nil {
+			return err
+		}
+		if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
+			return fmt.Errorf("removing the claim from the checkpoint: %w", err)
+		}
 	}
 	s.mu.Lock()
 	s.releaseLocked(rec)
