@@ -49,16 +49,7 @@ func libSpec(kind, device string, hostPaths ...string) specs.Spec {
 func TestCDISpecChecks(t *testing.T) {
 	const claimKind = "k8s.gpu.nvidia.com/claim"
 	claimSpec := "/var/run/cdi/k8s.gpu.nvidia.com-claim_4f1a.json"
-	for _, tc := range []struct {
-		name     string
-		setup    func(h *fakeHost, cfg *Config)
-		check    string
-		status   Status
-		detail   string
-		fix      string
-		failed   bool
-		absentOK string // a check that must not appear
-	}{
+	runHostCases(t, []hostCase{
 		{
 			name:   "no specs yet",
 			setup:  func(h *fakeHost, cfg *Config) { h.mkdir("/etc/cdi"); h.mkdir("/var/run/cdi") },
@@ -250,20 +241,7 @@ func TestCDISpecChecks(t *testing.T) {
 			status: Pass,
 			detail: "1 spec files",
 		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newFakeHost(t)
-			cfg := h.config()
-			if tc.setup != nil {
-				tc.setup(h, &cfg)
-			}
-			r := h.run(cfg)
-			expect(t, r, tc.check, tc.status, tc.detail, tc.fix)
-			if r.Failed() != tc.failed {
-				t.Errorf("Failed() = %v, want %v:\n%s", r.Failed(), tc.failed, dump(r))
-			}
-		})
-	}
+	})
 }
 
 func TestPathDriverVersion(t *testing.T) {

@@ -9,15 +9,7 @@ import (
 )
 
 func TestDriverChecks(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		setup  func(h *fakeHost, cfg *Config)
-		check  string
-		status Status
-		detail string
-		fix    string
-		failed bool
-	}{
+	runHostCases(t, []hostCase{
 		{
 			name:   "healthy driver",
 			check:  "nvml",
@@ -97,20 +89,7 @@ func TestDriverChecks(t *testing.T) {
 			fix:    "remove these files",
 			failed: true,
 		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newFakeHost(t)
-			cfg := h.config()
-			if tc.setup != nil {
-				tc.setup(h, &cfg)
-			}
-			r := h.run(cfg)
-			expect(t, r, tc.check, tc.status, tc.detail, tc.fix)
-			if r.Failed() != tc.failed {
-				t.Errorf("Failed() = %v, want %v:\n%s", r.Failed(), tc.failed, dump(r))
-			}
-		})
-	}
+	})
 }
 
 // TestMockHostNotCreatedYetOnlyWarns covers the chart's init container on

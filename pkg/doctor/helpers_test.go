@@ -158,3 +158,33 @@ func expect(t *testing.T, r *Report, check string, status Status, detail, fix st
 		t.Errorf("%s: %s without a fix", check, status)
 	}
 }
+
+// hostCase is one doctor run on a fresh fake host, changed by setup, and
+// the check it must report.
+type hostCase struct {
+	name   string
+	setup  func(h *fakeHost, cfg *Config)
+	check  string
+	status Status
+	detail string
+	fix    string
+	failed bool // Report.Failed()
+}
+
+func runHostCases(t *testing.T, cases []hostCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			cfg := h.config()
+			if tc.setup != nil {
+				tc.setup(h, &cfg)
+			}
+			r := h.run(cfg)
+			expect(t, r, tc.check, tc.status, tc.detail, tc.fix)
+			if r.Failed() != tc.failed {
+				t.Errorf("Failed() = %v, want %v:\n%s", r.Failed(), tc.failed, dump(r))
+			}
+		})
+	}
+}
