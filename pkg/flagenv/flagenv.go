@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // Set binds flags to environment variables on one FlagSet.
@@ -32,6 +33,19 @@ func (s *Set) Int(p *int, name, env string, def int, usage string) {
 // Float64 defines a float flag with an environment twin.
 func (s *Set) Float64(p *float64, name, env string, def float64, usage string) {
 	s.fs.Float64Var(p, name, def, s.usage(name, env, usage))
+}
+
+// Bool defines a bool flag with an environment twin. On the command line
+// --name alone means true; the environment value is parsed by
+// strconv.ParseBool (1, t, true, 0, f, false, ...).
+func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	s.fs.BoolVar(p, name, def, s.usage(name, env, usage))
+}
+
+// Duration defines a time.Duration flag with an environment twin; flag and
+// environment values are parsed by time.ParseDuration (e.g. "90s", "5m").
+func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	s.fs.DurationVar(p, name, def, s.usage(name, env, usage))
 }
 
 // Bind gives an already defined flag (e.g. klog's "v") an environment twin.
