@@ -2,7 +2,9 @@
 
 GO        ?= go
 BIN_DIR   ?= bin
-BINARIES  := gpu-kubelet-plugin gpu-device-plugin gpudra gpudra-bench
+# Every directory under cmd/ that holds Go files, as the image has them
+# (Dockerfile, hack/build-image.sh).
+BINARIES  := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard cmd/*/*.go)))))
 # Race detector on for every test run.
 TEST_FLAGS ?= -race -count=1
 FUZZ_TIME ?= 5m
