@@ -108,20 +108,18 @@ NVML backend: real, or mock:<machine>.
 {{- end }}
 
 {{/*
-Environment of the plugin container (also given to the doctor init container,
-so it checks exactly what the plugin will use).
+Environment that the DRA kubelet plugin, the device plugin and the doctor
+init container read the same way: the node, the NVML backend, where the
+driver is (the host's driver root, or the mock driver's directory), the CDI
+spec directory, the host path of nvidia-cdi-hook, the log verbosity and the
+health monitor settings (pkg/health.Flags). Each DaemonSet includes it first
+in its container's env and adds its own variables after it.
 */}}
-{{- define "gpudra.kubeletPlugin.env" -}}
+{{- define "gpudra.nodeEnv" -}}
 - name: NODE_NAME
   valueFrom:
     fieldRef:
       fieldPath: spec.nodeName
-- name: POD_UID
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.uid
-- name: DRIVER_NAME
-  value: {{ .Values.driverName | quote }}
 - name: NVML_BACKEND
   value: {{ include "gpudra.nvmlBackend" . | quote }}
 {{- if .Values.mock.enabled }}
@@ -135,16 +133,39 @@ so it checks exactly what the plugin will use).
 {{- end }}
 - name: CDI_ROOT
   value: {{ .Values.cdiRoot | quote }}
+- name: NVIDIA_CDI_HOOK_PATH
+  value: {{ printf "%s/bin/nvidia-cdi-hook" (include "gpudra.hostStateDir" .) | quote }}
+- name: VERBOSITY
+  value: {{ .Values.logVerbosity | int64 | toString | quote }}
+- name: HEALTH_MONITOR
+  value: {{ .Values.health.enabled | toString | quote }}
+- name: HEALTH_IGNORED_XIDS
+  value: {{ include "gpudra.health.ignoredXIDs" . | quote }}
+- name: HEALTH_REPLACE_IGNORED_XIDS
+  value: {{ .Values.health.replaceIgnoredXIDs | toString | quote }}
+- name: HEALTH_RECOVERY_PERIOD
+  value: {{ .Values.health.recoveryPeriod | quote }}
+{{- end }}
+
+{{/*
+Environment of the plugin container (also given to the doctor init container,
+so it checks exactly what the plugin will use): gpudra.nodeEnv, then the DRA
+plugin's own variables.
+*/}}
+{{- define "gpudra.kubeletPlugin.env" -}}
+{{ include "gpudra.nodeEnv" . }}
+- name: POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
+- name: DRIVER_NAME
+  value: {{ .Values.driverName | quote }}
 - name: KUBELET_REGISTRAR_DIRECTORY_PATH
   value: {{ printf "%s/plugins_registry" (include "gpudra.kubeletDir" .) | quote }}
 - name: KUBELET_PLUGINS_DIRECTORY_PATH
   value: {{ printf "%s/plugins" (include "gpudra.kubeletDir" .) | quote }}
-- name: NVIDIA_CDI_HOOK_PATH
-  value: {{ printf "%s/bin/nvidia-cdi-hook" (include "gpudra.hostStateDir" .) | quote }}
 - name: INSTALL_CDI_HOOK_FROM
   value: /usr/bin/nvidia-cdi-hook
-- name: VERBOSITY
-  value: {{ .Values.logVerbosity | int64 | toString | quote }}
 - name: METRICS_ADDRESS
   value: {{ printf ":%d" (.Values.metrics.port | int64) | quote }}
 - name: KUBE_API_QPS
@@ -153,7 +174,6 @@ so it checks exactly what the plugin will use).
   value: {{ .Values.kubeAPIBurst | int64 | toString | quote }}
 - name: HEALTH_RESEND_INTERVAL
   value: {{ .Values.healthResendInterval | quote }}
-{{ include "gpudra.health.env" . }}
 - name: HEALTH_TAINT_EFFECT
   value: {{ .Values.health.taintEffect | quote }}
 - name: POD_NAMESPACE
@@ -185,21 +205,6 @@ under hostStateDir (the plugin sees only that at the host's paths), or
 {{- else }}
 {{- fail (printf "mps.baseDir %q must be a directory under hostStateDir %q (the plugin mounts only that); leave it empty for %s/mps" .Values.mps.baseDir $state $state) }}
 {{- end }}
-{{- end }}
-
-{{/*
-Health monitor settings, the same for both plugins (pkg/health.Flags). The
-device plugin's DaemonSet includes it too.
-*/}}
-{{- define "gpudra.health.env" -}}
-- name: HEALTH_MONITOR
-  value: {{ .Values.health.enabled | toString | quote }}
-- name: HEALTH_IGNORED_XIDS
-  value: {{ include "gpudra.health.ignoredXIDs" . | quote }}
-- name: HEALTH_REPLACE_IGNORED_XIDS
-  value: {{ .Values.health.replaceIgnoredXIDs | toString | quote }}
-- name: HEALTH_RECOVERY_PERIOD
-  value: {{ .Values.health.recoveryPeriod | quote }}
 {{- end }}
 
 {{/*
