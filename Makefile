@@ -32,7 +32,7 @@ vet:
 	$(GO) vet ./...
 
 fuzz: ## run each fuzz target for FUZZ_TIME (default 5m; CI: 20s)
-	$(GO) test ./api/nvidia.com/resource/v1beta1/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME)
+	$(GO) test ./pkg/opaqueconfig/ -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME)
 	$(GO) test ./pkg/checkpoint/ -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZ_TIME)
 
 bench: ## Go benchmarks of the hot paths

@@ -68,7 +68,7 @@ func (s *State) sharingClaim(rec *checkpoint.ClaimRecord) (sharing.Claim, error)
 			sd.ParentUUID = m.ParentUUID
 		}
 		if len(d.Config) > 0 {
-			obj, err := configapi.Decode(d.Config)
+			obj, err := opaqueconfig.Decode(d.Config)
 			if err != nil {
 				return c, fmt.Errorf("device %s: its recorded config cannot be decoded: %w; unprepare the claim (delete its pods) and prepare it again", d.Device, err)
 			}

@@ -36,7 +36,7 @@ type ConfigError struct {
 	// Reason says what is wrong; Fix says what to do about it.
 	Reason string
 	Fix    string
-	// Err is the underlying error (a *v1beta1.DecodeError or the error of
+	// Err is the underlying error (a *DecodeError or the error of
 	// Validate), or nil.
 	Err error
 }
@@ -118,7 +118,7 @@ func decodeConfigError(claim *resourceapi.ResourceClaim, d decoded, err error) *
 		fix += fmt.Sprintf(": use apiVersion %s with kind %s or %s",
 			configapi.SchemeGroupVersion, configapi.GpuConfigKind, configapi.MigDeviceConfigKind)
 	}
-	var derr *configapi.DecodeError
+	var derr *DecodeError
 	if errors.As(err, &derr) && derr.KnownKind() {
 		fix = fmt.Sprintf("fix the opaque parameters %s to match apiVersion %s kind %s",
 			location(claim, d), derr.APIVersion, derr.Kind)

@@ -1,5 +1,13 @@
-// Package opaqueconfig resolves which opaque device configuration applies to
-// each device that a ResourceClaim was allocated from this driver.
+// Package opaqueconfig decodes the opaque device configuration of this
+// driver and resolves which config applies to each device that a
+// ResourceClaim was allocated from this driver.
+//
+// Decode is strict. It accepts JSON or YAML and fails on an unknown or
+// duplicate field, a missing or unknown apiVersion or kind, a value of the
+// wrong type and malformed input. The error (a *DecodeError) says what is
+// wrong in the user's terms: the field path, and the accepted fields,
+// apiVersion and kinds. Decode neither defaults nor validates; the types,
+// Normalize and Validate are those of package v1beta1.
 //
 // The configs come from claim.Status.Allocation.Devices.Config, where the
 // scheduler copied those of the DeviceClasses (source FromClass) and of the
@@ -7,7 +15,7 @@
 // driver is this driver are read; the others belong to other drivers. The
 // rules, compatible with NVIDIA's reference DRA driver:
 //
-//   - Every config of this driver is decoded strictly (v1beta1.Decode),
+//   - Every config of this driver is decoded strictly (Decode),
 //     normalized and validated, also when it ends up applying to no device.
 //   - Class configs come first, claim configs after them; among the configs
 //     that apply to a device, the last one wins.
@@ -194,11 +202,11 @@ func decodeConfig(params runtime.RawExtension) (configapi.Config, error) {
 	if len(raw) == 0 && params.Object != nil {
 		b, err := json.Marshal(params.Object)
 		if err != nil {
-			return nil, &configapi.DecodeError{Problems: []string{"the opaque parameters cannot be encoded: " + err.Error()}}
+			return nil, &DecodeError{Problems: []string{"the opaque parameters cannot be encoded: " + err.Error()}}
 		}
 		raw = b
 	}
-	obj, err := configapi.Decode(raw)
+	obj, err := Decode(raw)
 	if err != nil {
 		return nil, err
 	}

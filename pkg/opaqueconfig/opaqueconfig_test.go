@@ -422,7 +422,7 @@ func TestResolveReportsEveryBadConfig(t *testing.T) {
 	if len(indexes) != 3 || indexes[0] != 0 || indexes[1] != 1 || indexes[2] != 2 {
 		t.Errorf("errors for configs %v, want [0 1 2]: %v", indexes, err)
 	}
-	var derr *configapi.DecodeError
+	var derr *DecodeError
 	if !errors.As(err, &derr) || derr.Kind != "GpuConfig" {
 		t.Errorf("the decode error is not reachable with errors.As: %v", err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/opaqueconfig"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -204,7 +205,7 @@ func recordedInterval(raw json.RawMessage) (configapi.TimeSliceInterval, bool) {
 	if len(raw) == 0 {
 		return "", false
 	}
-	obj, err := configapi.Decode(raw)
+	obj, err := opaqueconfig.Decode(raw)
 	if err != nil {
 		return "", false
 	}

@@ -26,11 +26,10 @@
 //
 // Contract:
 //
-//   - Decode is strict. It accepts JSON or YAML and fails on an unknown or
-//     duplicate field, a missing or unknown apiVersion or kind, a value of
-//     the wrong type and malformed input. The error (a *DecodeError) says
-//     what is wrong in the user's terms: the field path, and the accepted
-//     apiVersion and kinds. Decode neither defaults nor validates.
+//   - This package holds the types, their defaults and their validation.
+//     Decoding opaque parameters into these types, strictly and with errors
+//     in the user's terms, is opaqueconfig.Decode (package
+//     github.com/gpudra/gpudra/pkg/opaqueconfig).
 //   - Normalize fills in defaults in place (time-slicing without
 //     timeSlicingConfig gets interval Default; MPS without mpsConfig gets an
 //     empty mpsConfig; an empty apiVersion/kind is set). It never fails and

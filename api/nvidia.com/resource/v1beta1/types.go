@@ -26,7 +26,7 @@ const (
 )
 
 // Config is implemented by *GpuConfig and *MigDeviceConfig, the objects that
-// Decode returns.
+// opaqueconfig.Decode returns.
 type Config interface {
 	runtime.Object
 	// Normalize fills in defaults in place.
@@ -78,8 +78,8 @@ type GpuSharing struct {
 type MigDeviceSharing struct {
 	Strategy MigDeviceSharingStrategy `json:"strategy"`
 	// TimeSlicingConfig is never valid: a MIG device cannot change its time
-	// slice. The field exists so that Validate can say so instead of Decode
-	// reporting an unknown field.
+	// slice. The field exists so that Validate can say so instead of the
+	// strict decoder reporting an unknown field.
 	TimeSlicingConfig *TimeSlicingConfig `json:"timeSlicingConfig,omitempty"`
 	// MpsConfig is allowed with the MPS strategy only.
 	MpsConfig *MpsConfig `json:"mpsConfig,omitempty"`

@@ -1,4 +1,4 @@
-package v1beta1
+package opaqueconfig
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 )
 
 func TestDecodeValid(t *testing.T) {
@@ -19,11 +21,11 @@ func TestDecodeValid(t *testing.T) {
 			name:  "GpuConfig time-slicing",
 			input: yamlGpuTimeSlicing,
 			check: func(t *testing.T, obj runtime.Object) {
-				c := obj.(*GpuConfig)
+				c := obj.(*configapi.GpuConfig)
 				if !c.Sharing.IsTimeSlicing() || c.Sharing.IsMPS() {
 					t.Errorf("strategy = %q, want TimeSlicing", c.Sharing.Strategy)
 				}
-				if got := c.Sharing.TimeSliceInterval(); got != LongTimeSlice {
+				if got := c.Sharing.TimeSliceInterval(); got != configapi.LongTimeSlice {
 					t.Errorf("interval = %q, want Long", got)
 				}
 			},
@@ -32,11 +34,11 @@ func TestDecodeValid(t *testing.T) {
 			name:  "GpuConfig time-slicing without timeSlicingConfig",
 			input: yamlGpuTimeSlicingNoConfig,
 			check: func(t *testing.T, obj runtime.Object) {
-				c := obj.(*GpuConfig)
+				c := obj.(*configapi.GpuConfig)
 				if c.Sharing.TimeSlicingConfig != nil {
 					t.Errorf("Decode defaulted timeSlicingConfig: %+v", c.Sharing.TimeSlicingConfig)
 				}
-				if got := c.Sharing.TimeSliceInterval(); got != DefaultTimeSlice {
+				if got := c.Sharing.TimeSliceInterval(); got != configapi.DefaultTimeSlice {
 					t.Errorf("interval = %q, want Default", got)
 				}
 			},
@@ -45,7 +47,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "GpuConfig MPS",
 			input: yamlGpuMPS,
 			check: func(t *testing.T, obj runtime.Object) {
-				c := obj.(*GpuConfig)
+				c := obj.(*configapi.GpuConfig)
 				if !c.Sharing.IsMPS() {
 					t.Fatalf("strategy = %q, want MPS", c.Sharing.Strategy)
 				}
@@ -71,7 +73,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "GpuConfig exclusive",
 			input: yamlGpuExclusive,
 			check: func(t *testing.T, obj runtime.Object) {
-				if c := obj.(*GpuConfig); c.Sharing != nil {
+				if c := obj.(*configapi.GpuConfig); c.Sharing != nil {
 					t.Errorf("sharing = %+v, want nil", c.Sharing)
 				}
 			},
@@ -80,7 +82,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "MigDeviceConfig time-slicing",
 			input: yamlMigTimeSlicing,
 			check: func(t *testing.T, obj runtime.Object) {
-				if c := obj.(*MigDeviceConfig); !c.Sharing.IsTimeSlicing() {
+				if c := obj.(*configapi.MigDeviceConfig); !c.Sharing.IsTimeSlicing() {
 					t.Errorf("strategy = %q, want TimeSlicing", c.Sharing.Strategy)
 				}
 			},
@@ -89,7 +91,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "MigDeviceConfig MPS",
 			input: yamlMigMPS,
 			check: func(t *testing.T, obj runtime.Object) {
-				c := obj.(*MigDeviceConfig)
+				c := obj.(*configapi.MigDeviceConfig)
 				if !c.Sharing.IsMPS() || *c.Sharing.MpsConfig.DefaultActiveThreadPercentage != 25 {
 					t.Errorf("sharing = %+v, want MPS at 25%%", c.Sharing)
 				}
@@ -99,7 +101,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "GpuConfig JSON",
 			input: jsonGpuTimeSlicing,
 			check: func(t *testing.T, obj runtime.Object) {
-				if got := obj.(*GpuConfig).Sharing.TimeSliceInterval(); got != ShortTimeSlice {
+				if got := obj.(*configapi.GpuConfig).Sharing.TimeSliceInterval(); got != configapi.ShortTimeSlice {
 					t.Errorf("interval = %q, want Short", got)
 				}
 			},
@@ -108,7 +110,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "MigDeviceConfig JSON",
 			input: jsonMigMPS,
 			check: func(t *testing.T, obj runtime.Object) {
-				if c := obj.(*MigDeviceConfig); !c.Sharing.IsMPS() {
+				if c := obj.(*configapi.MigDeviceConfig); !c.Sharing.IsMPS() {
 					t.Errorf("strategy = %q, want MPS", c.Sharing.Strategy)
 				}
 			},
@@ -117,7 +119,7 @@ func TestDecodeValid(t *testing.T) {
 			name:  "YAML flow style with surrounding blank lines",
 			input: "\n  {apiVersion: resource.nvidia.com/v1beta1, kind: GpuConfig}\n\n",
 			check: func(t *testing.T, obj runtime.Object) {
-				if _, ok := obj.(*GpuConfig); !ok {
+				if _, ok := obj.(*configapi.GpuConfig); !ok {
 					t.Errorf("got %T", obj)
 				}
 			},
@@ -129,12 +131,12 @@ func TestDecodeValid(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
-			cfg, ok := obj.(Config)
+			cfg, ok := obj.(configapi.Config)
 			if !ok {
 				t.Fatalf("Decode returned %T, which is not a Config", obj)
 			}
-			if gvk := obj.GetObjectKind().GroupVersionKind(); gvk.GroupVersion() != SchemeGroupVersion {
-				t.Errorf("group/version = %v, want %v", gvk.GroupVersion(), SchemeGroupVersion)
+			if gvk := obj.GetObjectKind().GroupVersionKind(); gvk.GroupVersion() != configapi.SchemeGroupVersion {
+				t.Errorf("group/version = %v, want %v", gvk.GroupVersion(), configapi.SchemeGroupVersion)
 			}
 			if err := cfg.Validate(); err != nil {
 				t.Errorf("Validate: %v", err)
@@ -231,9 +233,9 @@ func TestDecodeErrorKind(t *testing.T) {
 		kind      string
 		knownKind bool
 	}{
-		{jsonUnknownField, GpuConfigKind, true},
-		{`{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","x":1}`, MigDeviceConfigKind, true},
-		{jsonWrongAPIVersion, GpuConfigKind, false},
+		{jsonUnknownField, configapi.GpuConfigKind, true},
+		{`{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","x":1}`, configapi.MigDeviceConfigKind, true},
+		{jsonWrongAPIVersion, configapi.GpuConfigKind, false},
 		{jsonUnknownKind, "ComputeDomain", false},
 		{jsonMalformed, "", false},
 	}
@@ -269,32 +271,12 @@ func TestDecodeThenValidate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
-			cfg := obj.(Config)
+			cfg := obj.(configapi.Config)
 			cfg.Normalize()
 			err = cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Validate() = %v, want an error containing %q", err, tt.want)
 			}
 		})
-	}
-}
-
-func TestAddToScheme(t *testing.T) {
-	s := runtime.NewScheme()
-	if err := AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	for _, kind := range []string{GpuConfigKind, MigDeviceConfigKind} {
-		obj, err := s.New(SchemeGroupVersion.WithKind(kind))
-		if err != nil {
-			t.Fatalf("scheme.New(%s): %v", kind, err)
-		}
-		if _, ok := obj.(Config); !ok {
-			t.Errorf("scheme.New(%s) = %T, not a Config", kind, obj)
-		}
-	}
-	gvks, _, err := s.ObjectKinds(&GpuConfig{})
-	if err != nil || len(gvks) != 1 || gvks[0] != SchemeGroupVersion.WithKind(GpuConfigKind) {
-		t.Errorf("ObjectKinds(GpuConfig) = %v, %v", gvks, err)
 	}
 }

@@ -1,4 +1,4 @@
-package v1beta1
+package opaqueconfig
 
 import (
 	"bytes"
@@ -15,10 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"sigs.k8s.io/yaml"
+
+	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 )
 
 // useKinds is the fix for a missing or unknown apiVersion or kind.
-var useKinds = fmt.Sprintf("use apiVersion %s with kind %s or %s", SchemeGroupVersion.String(), GpuConfigKind, MigDeviceConfigKind)
+var useKinds = fmt.Sprintf("use apiVersion %s with kind %s or %s", configapi.SchemeGroupVersion.String(), configapi.GpuConfigKind, configapi.MigDeviceConfigKind)
 
 var (
 	decodeScheme   = newDecodeScheme()
@@ -30,7 +32,7 @@ var (
 
 func newDecodeScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
-	if err := AddToScheme(s); err != nil {
+	if err := configapi.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	return s
@@ -52,18 +54,20 @@ func (e *DecodeError) Error() string {
 	return strings.Join(e.Problems, "; ")
 }
 
-// KnownKind reports whether the input named one of the kinds of this package
-// (so that its problems are in the body rather than in apiVersion or kind).
+// KnownKind reports whether the input named one of the kinds of the v1beta1
+// API (so that its problems are in the body rather than in apiVersion or
+// kind).
 func (e *DecodeError) KnownKind() bool {
-	return e.APIVersion == SchemeGroupVersion.String() &&
-		(e.Kind == GpuConfigKind || e.Kind == MigDeviceConfigKind)
+	return e.APIVersion == configapi.SchemeGroupVersion.String() &&
+		(e.Kind == configapi.GpuConfigKind || e.Kind == configapi.MigDeviceConfigKind)
 }
 
-// Decode decodes opaque parameters, JSON or YAML, into a *GpuConfig or a
-// *MigDeviceConfig. Decoding is strict: an unknown or duplicate field, a
-// missing or unknown apiVersion or kind, a value of the wrong type or
-// malformed input is an error, always a *DecodeError. Decode does not
-// default (see Normalize) or validate (see Validate) the object.
+// Decode decodes opaque parameters, JSON or YAML, into a *v1beta1.GpuConfig
+// or a *v1beta1.MigDeviceConfig. Decoding is strict: an unknown or duplicate
+// field, a missing or unknown apiVersion or kind, a value of the wrong type
+// or malformed input is an error, always a *DecodeError. Decode does not
+// default (see v1beta1.Config.Normalize) or validate (see
+// v1beta1.Config.Validate) the object.
 func Decode(raw []byte) (runtime.Object, error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 {
@@ -106,8 +110,8 @@ func Decode(raw []byte) (runtime.Object, error) {
 		derr.Problems = []string{"kind is missing: " + useKinds}
 	case !derr.KnownKind():
 		msg := fmt.Sprintf("apiVersion %q kind %q is not known: %s", derr.APIVersion, derr.Kind, useKinds)
-		if derr.APIVersion == SchemeGroupVersion.String() {
-			msg += caseHint(derr.Kind, []string{GpuConfigKind, MigDeviceConfigKind})
+		if derr.APIVersion == configapi.SchemeGroupVersion.String() {
+			msg += caseHint(derr.Kind, []string{configapi.GpuConfigKind, configapi.MigDeviceConfigKind})
 		}
 		derr.Problems = []string{msg}
 	}
@@ -126,7 +130,7 @@ func Decode(raw []byte) (runtime.Object, error) {
 		return nil, derr
 	}
 	switch obj.(type) {
-	case *GpuConfig, *MigDeviceConfig:
+	case *configapi.GpuConfig, *configapi.MigDeviceConfig:
 		return obj, nil
 	}
 	// Unreachable: the scheme holds these two kinds only.
@@ -146,6 +150,16 @@ func stringField(fields map[string]json.RawMessage, name string, problems []stri
 		return "", append(problems, fmt.Sprintf("%s must be a string, not %s: %s", name, jsonKind(raw), useKinds))
 	}
 	return s, problems
+}
+
+// caseHint points out a kind that differs from an accepted one in case only.
+func caseHint(v string, accepted []string) string {
+	for _, a := range accepted {
+		if strings.EqualFold(v, a) {
+			return " (values are case-sensitive)"
+		}
+	}
+	return ""
 }
 
 var (
@@ -206,10 +220,10 @@ func acceptedFields(data []byte, path string) string {
 	_ = json.Unmarshal(data, &tm)
 	var t reflect.Type
 	switch tm.Kind {
-	case GpuConfigKind:
-		t = reflect.TypeFor[GpuConfig]()
-	case MigDeviceConfigKind:
-		t = reflect.TypeFor[MigDeviceConfig]()
+	case configapi.GpuConfigKind:
+		t = reflect.TypeFor[configapi.GpuConfig]()
+	case configapi.MigDeviceConfigKind:
+		t = reflect.TypeFor[configapi.MigDeviceConfig]()
 	default:
 		return ""
 	}
@@ -277,7 +291,7 @@ func jsonFieldNames(t reflect.Type) []string {
 		case f.Anonymous && tag == "":
 			names = append(names, jsonFieldNames(f.Type)...)
 		case tag == "" || tag == "-":
-		case t == reflect.TypeFor[MigDeviceSharing]() && tag == "timeSlicingConfig":
+		case t == reflect.TypeFor[configapi.MigDeviceSharing]() && tag == "timeSlicingConfig":
 		default:
 			names = append(names, tag)
 		}

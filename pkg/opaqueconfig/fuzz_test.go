@@ -1,8 +1,10 @@
-package v1beta1
+package opaqueconfig
 
 import (
 	"errors"
 	"testing"
+
+	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 )
 
 // FuzzDecode checks that Decode never panics, that it returns either a
@@ -24,22 +26,22 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		cfg, ok := obj.(Config)
+		cfg, ok := obj.(configapi.Config)
 		if !ok || obj == nil {
 			t.Fatalf("Decode returned %T, not a Config", obj)
 		}
 		verr := cfg.Validate()
-		cp := cfg.DeepCopyObject().(Config)
+		cp := cfg.DeepCopyObject().(configapi.Config)
 		cp.Normalize()
 		nerr := cp.Validate()
 		if (verr == nil) != (nerr == nil) {
 			t.Fatalf("Validate() = %v before Normalize, %v after", verr, nerr)
 		}
 		switch c := cp.(type) {
-		case *GpuConfig:
+		case *configapi.GpuConfig:
 			_ = c.Sharing.TimeSliceInterval()
 			_ = c.Sharing.IsMPS()
-		case *MigDeviceConfig:
+		case *configapi.MigDeviceConfig:
 			_ = c.Sharing.IsTimeSlicing()
 		}
 	})

@@ -1,4 +1,4 @@
-package v1beta1
+package opaqueconfig
 
 // Example opaque parameters shared by the tests and the fuzz seed corpus.
 // The valid ones are written like the demo manifests of NVIDIA's reference
