@@ -33,10 +33,8 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"k8s.io/klog/v2"
-
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"k8s.io/utils/clock"
 )
 
 // EventMask are the NVML events the monitor registers for (less those a GPU
@@ -67,12 +65,20 @@ type Options struct {
 	InitialBackoff, MaxBackoff time.Duration
 	// Probe asks NVML whether the GPU with this UUID is there: SUCCESS, or
 	// ERROR_GPU_IS_LOST / ERROR_NOT_FOUND when it is gone. Default: look
-	// its handle up by UUID and read its PCI info; with a mock machine, the
-	// mock's answer (inventory.MockEvents.Probe).
+	// its handle up by UUID and read its PCI info. The node's backend
+	// supplies its own (node.Node.HealthOptions).
 	Probe func(uuid string) nvml.Return
 	// OnLoopError, when set, is called (from the monitor's goroutine) with
 	// every NVML event error that is not a timeout: feed a metric with it.
 	OnLoopError func(error)
+	// Clock is the time the monitor goes by (default: the real clock):
+	// recovery periods, probe intervals, the backoff after errors and the
+	// Since stamps of problems. Tests give it a fake clock
+	// (k8s.io/utils/clock/testing) and step it. The wait for NVML events is
+	// NVML's own and always takes up to WaitTimeout of real time, so the
+	// monitor looks at its clock at least that often while the event loop
+	// works; while it backs off after an error it waits for Clock.
+	Clock clock.Clock
 }
 
 func (o *Options) setDefaults() {
@@ -90,6 +96,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBackoff < o.InitialBackoff {
 		o.MaxBackoff = max(30*time.Second, o.InitialBackoff)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 }
 
@@ -113,7 +122,6 @@ type Monitor struct {
 	opts    Options
 	ignored map[uint64]bool
 	index   map[string]int // UUID -> position in devs
-	mock    *inventory.MockEvents
 
 	mu        sync.Mutex
 	devs      []device
@@ -126,10 +134,9 @@ type Monitor struct {
 
 // New returns a monitor of the GPUs named by uuids through lib, which stays
 // owned by the caller (the monitor never shuts it down). Every GPU starts
-// healthy and monitored. When lib is a go-nvml mock machine (the mock:*
-// backends), which has no events of its own, New gives it injectable events
-// (inventory.InstallMockEvents; see Mock), so call New before anything else
-// uses the machine concurrently.
+// healthy and monitored. The events come from lib: a mock machine must
+// have its injectable events installed (mockmachine.InstallEvents; the
+// node's backend does it when it opens NVML).
 func New(lib nvml.Interface, uuids []string, opts Options) (*Monitor, error) {
 	if opts.RecoveryPeriod < 0 {
 		return nil, fmt.Errorf("health recovery period %v is negative: use 0 (never) or a positive duration", opts.RecoveryPeriod)
@@ -152,16 +159,6 @@ func New(lib nvml.Interface, uuids []string, opts Options) (*Monitor, error) {
 		m.index[u] = i
 		m.devs = append(m.devs, device{uuid: u})
 	}
-	if s, ok := lib.(*server.Server); ok {
-		ev, err := inventory.InstallMockEvents(s)
-		if err != nil {
-			return nil, err
-		}
-		m.mock = ev
-		if opts.Probe == nil {
-			opts.Probe = ev.Probe
-		}
-	}
 	if opts.Probe == nil {
 		opts.Probe = m.probeNVML
 	}
@@ -169,9 +166,6 @@ func New(lib nvml.Interface, uuids []string, opts Options) (*Monitor, error) {
 	m.snap = m.snapshotLocked()
 	return m, nil
 }
-
-// Mock returns the event injection of a mock machine, nil with real NVML.
-func (m *Monitor) Mock() *inventory.MockEvents { return m.mock }
 
 // Current returns the latest snapshot and a channel that is closed when a
 // newer one exists. The snapshot is the caller's to keep (it is never
@@ -200,18 +194,18 @@ func (m *Monitor) Run(ctx context.Context) {
 		return
 	}
 	logger.Info("GPU health monitoring started", "gpus", len(m.devs), "ignoredXIDs", IgnoredXIDs(m.opts.AdditionalIgnoredXIDs, m.opts.ReplaceIgnoredXIDs),
-		"recoveryPeriod", m.opts.RecoveryPeriod, "mock", m.mock != nil)
+		"recoveryPeriod", m.opts.RecoveryPeriod)
 	var set nvml.EventSet
 	defer func() { m.free(set) }()
 	failures := 0
 	backoff := m.opts.InitialBackoff
-	nextProbe := time.Now().Add(m.opts.ProbeInterval)
+	nextProbe := m.opts.Clock.Now().Add(m.opts.ProbeInterval)
 	fail := func(err error) {
 		failures++
 		m.loopFailed(ctx, err, failures, backoff)
 		m.free(set)
 		set = nil
-		sleep(ctx, backoff)
+		m.sleep(ctx, backoff)
 		backoff = min(2*backoff, m.opts.MaxBackoff)
 	}
 	for ctx.Err() == nil {
@@ -246,7 +240,7 @@ func (m *Monitor) Run(ctx context.Context) {
 			fail(fmt.Errorf("waiting for NVML events: %s", nvml.ErrorString(ret)))
 			continue
 		}
-		now := time.Now()
+		now := m.opts.Clock.Now()
 		m.expire(ctx, now)
 		if !now.Before(nextProbe) {
 			nextProbe = now.Add(m.opts.ProbeInterval)
@@ -381,7 +375,7 @@ func (m *Monitor) targets(ctx context.Context, h nvml.Device) []int {
 // apply records an error of GPU i; a milder problem never replaces a worse
 // one, but every error restarts the recovery period.
 func (m *Monitor) apply(ctx context.Context, i int, p Problem, reason, message string) {
-	now := time.Now()
+	now := m.opts.Clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d := &m.devs[i]
@@ -408,7 +402,7 @@ func (m *Monitor) setNoEvents(ctx context.Context, i int, noEvents bool) {
 	}
 	d.noEvents = noEvents
 	if noEvents {
-		d.noEventsSince = time.Now()
+		d.noEventsSince = m.opts.Clock.Now()
 		klog.FromContext(ctx).Error(nil, "GPU supports no NVML error events: it is reported unmonitored; turn the health monitor off if that is acceptable", "uuid", d.uuid)
 	}
 	m.publishLocked()
@@ -506,7 +500,7 @@ func (m *Monitor) loopFailed(ctx context.Context, err error, failures int, retry
 		return
 	}
 	m.monitored = false
-	m.downSince = time.Now()
+	m.downSince = m.opts.Clock.Now()
 	logger.Error(err, "NVML event monitoring is DOWN: every GPU is now reported unmonitored (health Unknown, tainted) until it works again; check the NVIDIA driver (nvidia-smi, dmesg) and the plugin's access to it",
 		"consecutiveFailures", failures)
 	m.publishLocked()
@@ -519,7 +513,7 @@ func (m *Monitor) loopWorks(ctx context.Context) {
 		return
 	}
 	m.monitored = true
-	klog.FromContext(ctx).Info("NVML event monitoring works again", "downFor", time.Since(m.downSince))
+	klog.FromContext(ctx).Info("NVML event monitoring works again", "downFor", m.opts.Clock.Since(m.downSince))
 	m.publishLocked()
 }
 
@@ -582,11 +576,12 @@ func (m *Monitor) problem(i int) Problem {
 	return m.devs[i].problem
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
+// sleep waits d on the monitor's clock, or until ctx is done.
+func (m *Monitor) sleep(ctx context.Context, d time.Duration) {
+	t := m.opts.Clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-	case <-t.C:
+	case <-t.C():
 	}
 }

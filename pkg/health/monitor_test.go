@@ -11,8 +11,10 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"k8s.io/klog/v2/ktesting"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 // patience bounds every wait for something that normally takes
@@ -23,6 +25,7 @@ type env struct {
 	lib   *server.Server
 	inv   *inventory.Inventory
 	mon   *Monitor
+	ev    *mockmachine.Events
 	ctx   context.Context
 	stop  func()
 	loopE atomic.Int64
@@ -38,10 +41,30 @@ func fastOptions() Options {
 	}
 }
 
+// withFakeClock makes opts go by a fake clock, which moves only when the
+// test steps it.
+func withFakeClock(opts *Options) *testingclock.FakeClock {
+	clk := testingclock.NewFakeClock(time.Date(2030, time.January, 1, 0, 0, 0, 0, time.UTC))
+	opts.Clock = clk
+	return clk
+}
+
+// eventually polls cond until it holds (true) or patience runs out (false).
+func eventually(cond func() bool) bool {
+	deadline := time.Now().Add(patience)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
 // newEnv builds a mock DGX H100 (8 GPUs) and a monitor of it; start runs it.
 func newEnv(t *testing.T, opts Options) *env {
 	t.Helper()
-	lib, err := inventory.NewMock("dgxh100", "node-a")
+	lib, err := mockmachine.New("dgxh100", "node-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,14 +72,18 @@ func newEnv(t *testing.T, opts Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{lib: lib, inv: inv}
-	opts.OnLoopError = func(error) { e.loopE.Add(1) }
-	e.mon, err = New(lib, inv.UUIDs(), opts)
+	ev, err := mockmachine.InstallEvents(lib)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.mon.Mock() == nil {
-		t.Fatal("a monitor of a mock machine has no mock events")
+	e := &env{lib: lib, inv: inv, ev: ev}
+	opts.OnLoopError = func(error) { e.loopE.Add(1) }
+	if opts.Probe == nil {
+		opts.Probe = ev.Probe
+	}
+	e.mon, err = New(lib, inv.UUIDs(), opts)
+	if err != nil {
+		t.Fatal(err)
 	}
 	_, e.ctx = ktesting.NewTestContext(t)
 	return e
@@ -83,12 +110,25 @@ func (e *env) uuid(i int) string { return e.inv.Devices[i].UUID }
 // waitRegistered waits until the monitor listens to GPU i.
 func (e *env) waitRegistered(t *testing.T, i int) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for e.mon.Mock().Listeners(e.uuid(i), nvml.EventTypeXidCriticalError) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the monitor did not register GPU %d for events", i)
+	if !eventually(func() bool { return e.ev.Listeners(e.uuid(i), nvml.EventTypeXidCriticalError) != 0 }) {
+		t.Fatalf("the monitor did not register GPU %d for events", i)
+	}
+}
+
+// loopWentRound waits until the monitor's loop has come round after
+// everything the test did before (a clock step above all): it feeds two
+// ignored XIDs to GPU 0 (which must be registered) one after the other. The
+// loop takes the time, expires and probes after each event it took in, and
+// it takes in one event per round; so once the second event is counted,
+// the round of the first, which began after the call, is over.
+func (e *env) loopWentRound(t *testing.T) {
+	t.Helper()
+	n := e.mon.Processed()
+	for k := range uint64(2) {
+		if _, err := e.ev.InjectXID("0", 13); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
+		waitProcessed(t, e.mon, n+k+1)
 	}
 }
 
@@ -112,12 +152,8 @@ func waitFor(t *testing.T, m *Monitor, what string, cond func(Snapshot) bool) Sn
 // waitProcessed waits until the monitor took in n events in all.
 func waitProcessed(t *testing.T, m *Monitor, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for m.Processed() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("the monitor processed %d events, want %d", m.Processed(), n)
-		}
-		time.Sleep(time.Millisecond)
+	if !eventually(func() bool { return m.Processed() >= n }) {
+		t.Fatalf("the monitor processed %d events, want %d", m.Processed(), n)
 	}
 }
 
@@ -138,24 +174,33 @@ func allHealthy(s Snapshot) bool { return s.Monitored && s.Unhealthy() == 0 }
 
 func TestCriticalXIDMakesOnlyThatGPUUnhealthyAndRecovers(t *testing.T) {
 	opts := fastOptions()
-	// Long enough for the test to see the problem before it expires.
-	opts.RecoveryPeriod = 1500 * time.Millisecond
+	clk := withFakeClock(&opts)
+	opts.RecoveryPeriod = 10 * time.Minute
 	e := newEnv(t, opts)
 	e.start(t)
 	e.waitRegistered(t, 2)
+	e.waitRegistered(t, 0)
 
-	before := time.Now()
-	if _, err := e.mon.Mock().InjectXID(e.uuid(2), 48); err != nil {
+	before := clk.Now()
+	if _, err := e.ev.InjectXID(e.uuid(2), 48); err != nil {
 		t.Fatal(err)
 	}
 	s := waitFor(t, e.mon, "GPU 2 unhealthy with xid-48", func(s Snapshot) bool { return onlyUnhealthy(s, e.uuid(2), "xid-48") })
 	d, _ := s.Device(e.uuid(2))
-	if d.Problem != CriticalXID || d.Healthy() || d.Since.Before(before) || d.Message == "" {
+	// The clock has not moved: the problem began at its time.
+	if d.Problem != CriticalXID || d.Healthy() || !d.Since.Equal(before) || d.Message == "" {
 		t.Errorf("state = %+v", d)
 	}
 	if s.Unhealthy() != 1 {
 		t.Errorf("Unhealthy() = %d, want 1", s.Unhealthy())
 	}
+	// A moment before the recovery period is over, the GPU is still unhealthy.
+	clk.Step(opts.RecoveryPeriod - time.Nanosecond)
+	e.loopWentRound(t)
+	if s, _ := e.mon.Current(); !onlyUnhealthy(s, e.uuid(2), "xid-48") {
+		t.Fatalf("GPU 2 recovered before the recovery period was over: %+v", s.Devices[2])
+	}
+	clk.Step(time.Nanosecond)
 	waitFor(t, e.mon, "GPU 2 healthy again after the recovery period", allHealthy)
 }
 
@@ -168,14 +213,14 @@ func TestIgnoredXIDsChangeNothing(t *testing.T) {
 	before, changed := e.mon.Current()
 
 	for i, xid := range []uint64{13, 31, 43, 45, 68, 109, 94} {
-		if _, err := e.mon.Mock().InjectXID("0", xid); err != nil {
+		if _, err := e.ev.InjectXID("0", xid); err != nil {
 			t.Fatal(err)
 		}
 		waitProcessed(t, e.mon, uint64(i+1))
 	}
 	// A single-bit ECC error is corrected by the hardware: the monitor does
 	// not even register for it.
-	if n, _ := e.mon.Mock().Inject("0", nvml.EventTypeSingleBitEccError, 0); n != 0 {
+	if n, _ := e.ev.Inject("0", nvml.EventTypeSingleBitEccError, 0); n != 0 {
 		t.Errorf("the monitor listens to single-bit ECC errors")
 	}
 	after, _ := e.mon.Current()
@@ -195,7 +240,7 @@ func TestReplacedIgnoreList(t *testing.T) {
 	e := newEnv(t, opts)
 	e.start(t)
 	e.waitRegistered(t, 5)
-	if _, err := e.mon.Mock().InjectXID("5", 13); err != nil {
+	if _, err := e.ev.InjectXID("5", 13); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, e.mon, "XID 13 counted once the default list is replaced", func(s Snapshot) bool { return onlyUnhealthy(s, e.uuid(5), "xid-13") })
@@ -203,28 +248,29 @@ func TestReplacedIgnoreList(t *testing.T) {
 
 func TestDoubleBitECCStaysWithoutRecoveryPeriod(t *testing.T) {
 	opts := fastOptions() // RecoveryPeriod 0: never
+	clk := withFakeClock(&opts)
 	e := newEnv(t, opts)
 	e.start(t)
 	e.waitRegistered(t, 3)
-	if _, err := e.mon.Mock().Inject("3", nvml.EventTypeDoubleBitEccError, 0); err != nil {
+	e.waitRegistered(t, 0)
+	if _, err := e.ev.Inject("3", nvml.EventTypeDoubleBitEccError, 0); err != nil {
 		t.Fatal(err)
 	}
 	s := waitFor(t, e.mon, "GPU 3 double-bit-ecc", func(s Snapshot) bool { return onlyUnhealthy(s, e.uuid(3), ReasonDoubleBitECC) })
 	since := s.Devices[3].Since
 	// A milder error does not replace the worse one.
-	if _, err := e.mon.Mock().InjectXID("3", 48); err != nil {
+	if _, err := e.ev.InjectXID("3", 48); err != nil {
 		t.Fatal(err)
 	}
 	waitProcessed(t, e.mon, 2)
-	// Many probe intervals later (measured by events the loop went
-	// through), the error is still there.
-	for i := range 5 {
-		time.Sleep(opts.ProbeInterval)
-		if _, err := e.mon.Mock().InjectXID("0", 13); err != nil {
-			t.Fatal(err)
-		}
-		waitProcessed(t, e.mon, uint64(3+i))
+	// Many probe intervals later, each seen by the loop, and then a day
+	// later, the error is still there.
+	for range 5 {
+		clk.Step(opts.ProbeInterval)
+		e.loopWentRound(t)
 	}
+	clk.Step(24 * time.Hour)
+	e.loopWentRound(t)
 	s, _ = e.mon.Current()
 	if d := s.Devices[3]; d.Reason != ReasonDoubleBitECC || !d.Since.Equal(since) || d.Problem != DoubleBitECC {
 		t.Errorf("GPU 3 = %+v, want still double-bit-ecc since %v", d, since)
@@ -233,6 +279,7 @@ func TestDoubleBitECCStaysWithoutRecoveryPeriod(t *testing.T) {
 
 func TestXID79RecoversWhenNVMLSeesTheGPU(t *testing.T) {
 	opts := fastOptions()
+	clk := withFakeClock(&opts)
 	var gone atomic.Bool // NVML does not see the GPU until the test says so
 	gone.Store(true)
 	opts.Probe = func(string) nvml.Return {
@@ -244,7 +291,8 @@ func TestXID79RecoversWhenNVMLSeesTheGPU(t *testing.T) {
 	e := newEnv(t, opts)
 	e.start(t)
 	e.waitRegistered(t, 1)
-	if _, err := e.mon.Mock().InjectXID("1", 79); err != nil {
+	e.waitRegistered(t, 0)
+	if _, err := e.ev.InjectXID("1", 79); err != nil {
 		t.Fatal(err)
 	}
 	s := waitFor(t, e.mon, "GPU 1 lost with xid-79", func(s Snapshot) bool { return onlyUnhealthy(s, e.uuid(1), "xid-79") })
@@ -252,20 +300,27 @@ func TestXID79RecoversWhenNVMLSeesTheGPU(t *testing.T) {
 		t.Errorf("XID 79 gives %v, want GPULost", s.Devices[1].Problem)
 	}
 	gone.Store(false)
+	// Lost GPUs are looked up every probe interval, not before.
+	e.loopWentRound(t)
+	if s, _ := e.mon.Current(); !onlyUnhealthy(s, e.uuid(1), "xid-79") {
+		t.Fatalf("GPU 1 was found again before a probe interval passed: %+v", s.Devices[1])
+	}
+	clk.Step(opts.ProbeInterval)
 	waitFor(t, e.mon, "GPU 1 found again", allHealthy)
 }
 
 func TestLostGPUStaysLostUntilFound(t *testing.T) {
 	var probes sync.Map // uuid -> *atomic.Int64
 	opts := fastOptions()
-	var ev *inventory.MockEvents
+	clk := withFakeClock(&opts)
+	var ev *mockmachine.Events
 	opts.Probe = func(uuid string) nvml.Return {
 		c, _ := probes.LoadOrStore(uuid, new(atomic.Int64))
 		c.(*atomic.Int64).Add(1)
 		return ev.Probe(uuid)
 	}
 	e := newEnv(t, opts)
-	ev = e.mon.Mock()
+	ev = e.ev
 	e.start(t)
 	e.waitRegistered(t, 6)
 	if err := ev.SetLost("6", true); err != nil {
@@ -279,13 +334,13 @@ func TestLostGPUStaysLostUntilFound(t *testing.T) {
 		}
 		return c.(*atomic.Int64).Load()
 	}
+	// Every probe interval, the lost GPU is looked up again.
 	start := count()
-	deadline := time.Now().Add(patience)
-	for count() < start+3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the lost GPU is not probed again")
+	for k := range int64(3) {
+		clk.Step(opts.ProbeInterval)
+		if !eventually(func() bool { return count() >= start+k+1 }) {
+			t.Fatalf("the lost GPU is not probed again after %d probe intervals", k+1)
 		}
-		time.Sleep(time.Millisecond)
 	}
 	if s, _ := e.mon.Current(); !onlyUnhealthy(s, e.uuid(6), ReasonGPULost) {
 		t.Fatalf("a GPU that NVML still reports lost recovered: %+v", s.Devices[6])
@@ -298,6 +353,7 @@ func TestLostGPUStaysLostUntilFound(t *testing.T) {
 	if err := ev.SetLost("6", false); err != nil {
 		t.Fatal(err)
 	}
+	clk.Step(opts.ProbeInterval)
 	waitFor(t, e.mon, "GPU 6 found again", allHealthy)
 	e.waitRegistered(t, 6)
 }
@@ -306,12 +362,12 @@ func TestEventLoopFailureMakesEveryGPUUnmonitored(t *testing.T) {
 	e := newEnv(t, fastOptions())
 	e.start(t)
 	e.waitRegistered(t, 4)
-	if _, err := e.mon.Mock().InjectXID("4", 48); err != nil {
+	if _, err := e.ev.InjectXID("4", 48); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, e.mon, "GPU 4 xid-48", func(s Snapshot) bool { return onlyUnhealthy(s, e.uuid(4), "xid-48") })
 
-	e.mon.Mock().SetWaitError(nvml.ERROR_UNKNOWN)
+	e.ev.SetWaitError(nvml.ERROR_UNKNOWN)
 	s := waitFor(t, e.mon, "every GPU unmonitored", func(s Snapshot) bool { return !s.Monitored })
 	for i, d := range s.Devices {
 		switch {
@@ -328,8 +384,49 @@ func TestEventLoopFailureMakesEveryGPUUnmonitored(t *testing.T) {
 		t.Errorf("OnLoopError called %d times, want at least MaxFailures (3)", n)
 	}
 
-	e.mon.Mock().SetWaitError(nvml.SUCCESS)
+	e.ev.SetWaitError(nvml.SUCCESS)
 	waitFor(t, e.mon, "monitoring re-established", func(s Snapshot) bool { return s.Monitored && onlyUnhealthy(s, e.uuid(4), "xid-48") })
+}
+
+func TestBackoffDoublesOnTheClock(t *testing.T) {
+	opts := fastOptions() // backoff from 5 ms, doubling, at most 20 ms
+	clk := withFakeClock(&opts)
+	e := newEnv(t, opts)
+	e.start(t)
+	e.waitRegistered(t, 0)
+	e.ev.SetWaitError(nvml.ERROR_UNKNOWN)
+	backoffs := []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}
+	for i, backoff := range backoffs {
+		n := int64(i + 1)
+		// Failure n, then a backoff on the clock, which stands still: no
+		// further failure until the test steps it.
+		if !eventually(func() bool { return clk.HasWaiters() && e.loopE.Load() >= n }) {
+			t.Fatalf("%d loop errors and no backoff on the clock, want %d", e.loopE.Load(), n)
+		}
+		if got := e.loopE.Load(); got != n {
+			t.Fatalf("%d loop errors while the clock stood still, want %d", got, n)
+		}
+		if n == 3 { // MaxFailures: monitoring is down from now on
+			s, _ := e.mon.Current()
+			if d := s.Devices[1]; s.Monitored || d.Problem != Unmonitored || !d.Since.Equal(clk.Now()) {
+				t.Errorf("after 3 failures: monitored=%v, GPU 1 = %+v; want unmonitored since %v", s.Monitored, d, clk.Now())
+			}
+		}
+		clk.Step(backoff - time.Nanosecond)
+		// The backoff's timer is still pending (had it fired, a new one
+		// would come only after another loop error).
+		if !clk.HasWaiters() || e.loopE.Load() != n {
+			t.Fatalf("backoff %d ended before %v", n, backoff)
+		}
+		if i == len(backoffs)-1 {
+			e.ev.SetWaitError(nvml.SUCCESS)
+		}
+		clk.Step(time.Nanosecond)
+	}
+	waitFor(t, e.mon, "monitoring re-established after the last backoff", allHealthy)
+	if n := e.loopE.Load(); n != int64(len(backoffs)) {
+		t.Errorf("%d loop errors, want %d", n, len(backoffs))
+	}
 }
 
 func TestNVMLPanicsAndEventSetErrorsNeverCrash(t *testing.T) {
@@ -373,7 +470,7 @@ func TestEventWithoutDeviceAppliesToEveryGPU(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	lib, err := inventory.NewMock("dgxa100", "n")
+	lib, err := mockmachine.New("dgxa100", "n")
 	if err != nil {
 		t.Fatal(err)
 	}
