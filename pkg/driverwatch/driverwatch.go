@@ -43,7 +43,21 @@ func Fingerprint(driverRoot, procRoot string) string {
 // the fingerprints before and after, when it differs from the one at the
 // start. It returns when ctx is done or after onChange.
 func Watch(ctx context.Context, driverRoot, procRoot string, interval time.Duration, onChange func(before, after string)) {
+	WatchNotify(ctx, driverRoot, procRoot, interval, onChange, nil)
+}
+
+// WatchNotify is Watch that also calls taken, when not nil, with every
+// fingerprint it takes that matches the one at the start: first with that
+// one, right after taking it and before the first interval begins (from
+// then on a driver change is noticed), then after every poll that found no
+// change. taken runs on WatchNotify's goroutine and delays the next poll
+// while it runs.
+func WatchNotify(ctx context.Context, driverRoot, procRoot string, interval time.Duration, onChange func(before, after string), taken func(fingerprint string)) {
+	if taken == nil {
+		taken = func(string) {}
+	}
 	before := Fingerprint(driverRoot, procRoot)
+	taken(before)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -52,9 +66,11 @@ func Watch(ctx context.Context, driverRoot, procRoot string, interval time.Durat
 			return
 		case <-ticker.C:
 		}
-		if after := Fingerprint(driverRoot, procRoot); after != before {
+		after := Fingerprint(driverRoot, procRoot)
+		if after != before {
 			onChange(before, after)
 			return
 		}
+		taken(after)
 	}
 }

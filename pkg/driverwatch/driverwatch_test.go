@@ -2,6 +2,7 @@ package driverwatch
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,31 +52,68 @@ func TestFingerprintFollowsTheDriverVersion(t *testing.T) {
 func TestWatchReportsAnUpgradeOnce(t *testing.T) {
 	root, proc := t.TempDir(), t.TempDir()
 	install(t, root, proc, "550.54.15")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	changed := make(chan [2]string, 2)
+	taken := make(chan string)
 	done := make(chan struct{})
 	go func() {
-		Watch(context.Background(), root, proc, 10*time.Millisecond, func(b, a string) { changed <- [2]string{b, a} })
+		WatchNotify(ctx, root, proc, 10*time.Millisecond, func(b, a string) { changed <- [2]string{b, a} }, func(f string) {
+			select {
+			case taken <- f:
+			case <-ctx.Done():
+			}
+		})
 		close(done)
 	}()
-	time.Sleep(50 * time.Millisecond)
+	timeout := time.After(10 * time.Second)
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case f := <-taken:
+			return f
+		case <-timeout:
+			t.Fatalf("no %s", what)
+		}
+		return ""
+	}
+	first := next("first fingerprint")
+	if want := Fingerprint(root, proc); first != want {
+		t.Fatalf("first fingerprint %q, want %q", first, want)
+	}
+	// Polls without a change report nothing.
+	for i := range 5 {
+		if f := next(fmt.Sprintf("poll %d", i+1)); f != first {
+			t.Fatalf("poll %d took %q, want the first fingerprint %q", i+1, f, first)
+		}
+	}
 	select {
 	case c := <-changed:
 		t.Fatalf("change reported without a change: %v", c)
 	default:
 	}
 	install(t, root, proc, "560.28.03")
-	select {
-	case c := <-changed:
-		if c[0] == c[1] {
-			t.Errorf("before and after equal: %v", c)
+	for reported := false; !reported; {
+		select {
+		case c := <-changed:
+			if c[0] == c[1] || c[0] != first {
+				t.Errorf("before %q, after %q: want before the first fingerprint and after another", c[0], c[1])
+			}
+			reported = true
+		case <-taken: // a poll before the upgrade was complete
+		case <-timeout:
+			t.Fatal("upgrade not noticed")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("upgrade not noticed")
 	}
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Watch did not return after reporting")
+	}
+	select {
+	case c := <-changed:
+		t.Errorf("change reported twice: %v", c)
+	default:
 	}
 }
 
