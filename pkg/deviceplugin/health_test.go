@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	nvmlmock "github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2/ktesting"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/gpudra/gpudra/pkg/health"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 // listStream is a ListAndWatch server stream that hands every response to
@@ -62,6 +64,10 @@ func TestListAndWatchFollowsTheHealthMonitor(t *testing.T) {
 	e := newEnv(t, false)
 	p := e.plugin(t, Config{DeviceListStrategies: []string{StrategyEnvvar}})
 	var gone sync.Map // UUIDs NVML does not see
+	ev, err := mockmachine.InstallEvents(e.lib.(*nvmlmock.Server))
+	if err != nil {
+		t.Fatal(err)
+	}
 	mon, err := health.New(e.lib, e.inv.UUIDs(), health.Options{
 		ProbeInterval: 50 * time.Millisecond, WaitTimeout: 20 * time.Millisecond,
 		Probe: func(uuid string) nvml.Return {
@@ -89,15 +95,11 @@ func TestListAndWatchFollowsTheHealthMonitor(t *testing.T) {
 	})
 	nextList(t, stream, -1, "")
 
-	deadline := time.Now().Add(20 * time.Second)
-	for mon.Mock().Listeners("4", nvml.EventTypeXidCriticalError) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("GPU 4 was never registered for events")
-		}
-		time.Sleep(time.Millisecond)
+	if !eventually(20*time.Second, func() bool { return ev.Listeners("4", nvml.EventTypeXidCriticalError) != 0 }) {
+		t.Fatal("GPU 4 was never registered for events")
 	}
 	gone.Store(e.uuid(4), true)
-	if _, err := mon.Mock().InjectXID("4", 79); err != nil {
+	if _, err := ev.InjectXID("4", 79); err != nil {
 		t.Fatal(err)
 	}
 	nextList(t, stream, 4, pluginapi.Unhealthy)
@@ -105,7 +107,7 @@ func TestListAndWatchFollowsTheHealthMonitor(t *testing.T) {
 	nextList(t, stream, 4, pluginapi.Healthy)
 
 	// Monitoring down: no GPU can be vouched for.
-	mon.Mock().SetWaitError(nvml.ERROR_UNKNOWN)
+	ev.SetWaitError(nvml.ERROR_UNKNOWN)
 	timeout := time.After(20 * time.Second)
 	for unhealthy := 0; unhealthy != 8; {
 		select {
@@ -120,6 +122,6 @@ func TestListAndWatchFollowsTheHealthMonitor(t *testing.T) {
 			t.Fatal("the GPUs were not all Unhealthy while the monitor was down")
 		}
 	}
-	mon.Mock().SetWaitError(nvml.SUCCESS)
+	ev.SetWaitError(nvml.SUCCESS)
 	nextList(t, stream, -1, "")
 }

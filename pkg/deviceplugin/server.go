@@ -58,6 +58,10 @@ type server struct {
 	registeredWith fileID
 	registered     bool
 	registrations  int
+	// checks counts the completed calls of check, whatever they found or
+	// did. Nothing acts on it: it is the signal tests wait on to know that
+	// the plugin looked at its socket and kubelet.sock again.
+	checks int
 }
 
 // Start serves the plugin on its socket, registers with the kubelet (now if
@@ -137,6 +141,11 @@ func (p *Plugin) run(ctx context.Context, s *server) {
 // check restarts the server when its socket is gone or the kubelet was
 // restarted since the last registration, and registers when needed.
 func (p *Plugin) check(ctx context.Context, s *server) {
+	defer func() {
+		s.mu.Lock()
+		s.checks++
+		s.mu.Unlock()
+	}()
 	s.mu.Lock()
 	ownID, registeredWith, registered := s.ownID, s.registeredWith, s.registered
 	s.mu.Unlock()

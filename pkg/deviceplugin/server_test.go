@@ -56,17 +56,39 @@ func (k *fakeKubelet) expectRegistration(t *testing.T, within time.Duration, wan
 	}
 }
 
+// eventually polls cond until it holds (true) or timeout passes (false).
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
 // waitRegistrations waits until the plugin has seen n successful
 // registrations (the fake kubelet gets the request before the plugin gets
 // the answer).
 func waitRegistrations(t *testing.T, p *Plugin, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Registrations() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d registrations, want %d", p.Registrations(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !eventually(5*time.Second, func() bool { return p.Registrations() >= n }) {
+		t.Fatalf("%d registrations, want %d", p.Registrations(), n)
+	}
+}
+
+// waitChecks waits until the started plugin has checked its socket and
+// kubelet.sock n times in all (Start checks once itself).
+func waitChecks(t *testing.T, p *Plugin, n int) {
+	t.Helper()
+	checks := func() int {
+		p.srv.mu.Lock()
+		defer p.srv.mu.Unlock()
+		return p.srv.checks
+	}
+	if !eventually(5*time.Second, func() bool { return checks() >= n }) {
+		t.Fatalf("%d checks, want %d", checks(), n)
 	}
 }
 
@@ -176,10 +198,17 @@ func TestIntegrationRegistrationAndReregistration(t *testing.T) {
 		t.Errorf("PreStartContainer: %v", err)
 	}
 
-	// Kubelet restart: kubelet.sock is re-created by a new kubelet.
+	// Kubelet restart: kubelet.sock is re-created by a new kubelet. The
+	// plugin tells kubelet.sock incarnations apart by inode and change
+	// time; a file system reuses a freed inode at once, and with coarse
+	// timestamps an immediate re-creation could look like the same file. A
+	// second link keeps the old inode, so the new socket gets another one.
+	kubeletSock := filepath.Join(dir, "kubelet.sock")
+	if err := os.Link(kubeletSock, filepath.Join(t.TempDir(), "old-kubelet.sock")); err != nil {
+		t.Fatal(err)
+	}
 	kubelet.srv.Stop()
-	_ = os.Remove(filepath.Join(dir, "kubelet.sock"))
-	time.Sleep(100 * time.Millisecond)
+	_ = os.Remove(kubeletSock)
 	kubelet = startFakeKubelet(t, dir)
 	kubelet.expectRegistration(t, 5*time.Second, want)
 	waitRegistrations(t, p, 2)
@@ -229,7 +258,8 @@ func TestStartWaitsForKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop()
-	time.Sleep(600 * time.Millisecond) // a few checks without kubelet.sock
+	// Start's own check and a periodic one, both without kubelet.sock.
+	waitChecks(t, p, 2)
 	kubelet := startFakeKubelet(t, dir)
 	kubelet.expectRegistration(t, 5*time.Second, &pluginapi.RegisterRequest{
 		Version: "v1beta1", Endpoint: "gpudra-nvidia-gpu.sock", ResourceName: "nvidia.com/gpu.shared",
