@@ -5,7 +5,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -261,17 +263,31 @@ func restartPlugin(t *testing.T, c kubernetes.Interface) {
 	})
 }
 
+// injectionFile is where the plugin takes injected mock NVML events from; it
+// removes the file when it takes the commands in.
+func injectionFile() string { return filepath.Join(hostStateDir, "mock", "inject-events") }
+
 // injectEvent writes a command for the mock NVML event set of the plugin.
 func injectEvent(t *testing.T, command string) {
 	t.Helper()
-	dir := filepath.Join(hostStateDir, "mock")
-	tmp := filepath.Join(dir, ".inject-events.tmp")
+	tmp := filepath.Join(hostStateDir, "mock", ".inject-events.tmp")
 	if err := os.WriteFile(tmp, []byte(command+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, "inject-events")); err != nil {
+	if err := os.Rename(tmp, injectionFile()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// injectionPending tells whether the plugin has yet to take in the last
+// injected event (the injection file is still there).
+func injectionPending(t *testing.T) bool {
+	t.Helper()
+	_, err := os.Stat(injectionFile())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return err == nil
 }
 
 // TestUnhealthyGPUIsTaintedAndNotScheduled injects a critical XID for gpu-7:
@@ -295,14 +311,31 @@ func TestUnhealthyGPUIsTaintedAndNotScheduled(t *testing.T) {
 		}
 		return &d.Taints[0]
 	}
+	// Injected again until it lands: events before the monitor listens are
+	// dropped. After each injection, wait (polled by eventually) until the
+	// plugin has taken the event in, then give the taint a bounded grace
+	// period to be published before injecting again.
+	const taintGrace = 5 * time.Second
+	injected := false
+	var takenIn time.Time // when the last injection was seen taken in
 	eventually(t, time.Minute, "taint on "+device, func() (bool, string) {
 		if tt := taint(); tt != nil {
 			return true, ""
 		}
-		// Rewritten until it lands: events before the monitor runs are dropped.
+		if injected {
+			if injectionPending(t) {
+				return false, "the plugin has not taken the injected event in yet"
+			}
+			if takenIn.IsZero() {
+				takenIn = time.Now()
+			}
+			if time.Since(takenIn) < taintGrace {
+				return false, "injected event taken in, no taint yet"
+			}
+		}
 		injectEvent(t, "xid "+uuid+" 48")
-		time.Sleep(2 * time.Second)
-		return taint() != nil, "no taint yet"
+		injected, takenIn = true, time.Time{}
+		return false, "no taint yet (event injected)"
 	})
 	tt := taint()
 	if tt.Key != driverName+"/unhealthy" || tt.Value != "xid-48" || tt.Effect != resourceapi.DeviceTaintEffectNoSchedule {
