@@ -45,12 +45,13 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 	for _, uid := range s.PreparedClaims() {
 		unlock := s.claims.Lock(uid)
 		s.mu.Lock()
-		rec := s.records[uid]
+		pc := s.prepared[uid]
 		s.mu.Unlock()
-		if rec != nil {
+		if pc != nil {
+			rec := pc.rec
 			if rec.BootID != s.opts.BootID {
 				report.FromPreviousBoot++
-				reapplied, err := s.adoptIntoBoot(ctx, rec)
+				reapplied, err := s.adoptIntoBoot(ctx, pc)
 				if err != nil {
 					report.Errors = append(report.Errors, fmt.Errorf("%s: recording it under the current boot: %w", claimRef(rec.Namespace, rec.Name, types.UID(uid)), err))
 				} else if reapplied {
@@ -59,7 +60,7 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 			}
 			exists, err := s.opts.Specs.Exists(uid)
 			if err == nil && !exists {
-				if err = s.ensureSpec(ctx, rec); err == nil {
+				if err = s.ensureSpec(ctx, pc); err == nil {
 					report.SpecsRecreated++
 					logger.Info("Re-created missing CDI spec of prepared claim", "claim", klog.KRef(rec.Namespace, rec.Name), "claimUID", uid)
 				}
@@ -87,7 +88,7 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 	for _, uid := range uids {
 		unlock := s.claims.Lock(uid)
 		s.mu.Lock()
-		_, prepared := s.records[uid]
+		_, prepared := s.prepared[uid]
 		s.mu.Unlock()
 		if !prepared {
 			if err := s.opts.Specs.Remove(uid); err != nil {

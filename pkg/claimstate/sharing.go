@@ -11,107 +11,87 @@ import (
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/opaqueconfig"
-	"github.com/gpudra/gpudra/pkg/resourceslice"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
-
-// indexMIGDevices makes the node's MIG devices preparable by their
-// ResourceSlice names and removes the GPUs in MIG mode, which are not
-// published as whole GPUs. A MIG device is kept in s.devices as an
-// inventory.Device carrying its MIG UUID, so that the record's UUID is the
-// MIG UUID and the spec gets the MIG device's edits.
-func (s *State) indexMIGDevices() {
-	s.migs = map[string]inventory.MIGDevice{}
-	for _, d := range s.opts.Inventory.Devices {
-		if d.MIGEnabled {
-			delete(s.devices, resourceslice.DeviceName(d))
-		}
-	}
-	for _, m := range s.opts.Inventory.MIGDevices {
-		name := resourceslice.MIGDeviceName(m)
-		s.migs[name] = m
-		parent, _ := s.opts.Inventory.DeviceByUUID(m.ParentUUID)
-		parent.UUID = m.UUID
-		parent.MemoryBytes = m.MemoryBytes
-		s.devices[name] = parent
-	}
-}
 
 // deviceTypeOption tells opaqueconfig which allocated devices are MIG
 // devices, so that they get a MigDeviceConfig.
 func (s *State) deviceTypeOption() opaqueconfig.Option {
 	return opaqueconfig.WithDeviceType(func(r resourceapi.DeviceRequestAllocationResult) opaqueconfig.DeviceType {
-		if _, ok := s.migs[r.Device]; ok {
+		if d, ok := s.opts.Devices.Get(r.Device); ok && d.Kind == devices.KindMIG {
 			return opaqueconfig.DeviceTypeMIG
 		}
 		return opaqueconfig.DeviceTypeGPU
 	})
 }
 
-// sharingClaim builds the sharing view of a record. It works from the
-// record alone (plus the inventory for a MIG device's parent), so Undo
-// after a restart sees what Apply saw.
-func (s *State) sharingClaim(rec *checkpoint.ClaimRecord) (sharing.Claim, error) {
-	c := sharing.Claim{UID: rec.ClaimUID, Namespace: rec.Namespace, Name: rec.Name}
-	for _, d := range rec.Devices {
-		sd := sharing.Device{
-			Name:        d.Device,
-			Type:        sharing.DeviceTypeGPU,
-			UUID:        d.UUID,
-			Requests:    append([]string(nil), d.Requests...),
-			AdminAccess: d.AdminAccess,
-		}
-		if m, ok := s.migs[d.Device]; ok || strings.HasPrefix(d.UUID, "MIG-") {
-			sd.Type = sharing.DeviceTypeMIG
-			sd.ParentUUID = m.ParentUUID
-		}
-		if len(d.Config) > 0 {
-			obj, err := opaqueconfig.Decode(d.Config)
-			if err != nil {
-				return c, fmt.Errorf("device %s: its recorded config cannot be decoded: %w; unprepare the claim (delete its pods) and prepare it again", d.Device, err)
-			}
-			cfg, ok := obj.(configapi.Config)
-			if !ok {
-				return c, fmt.Errorf("device %s: its recorded config is a %T, not a GpuConfig or MigDeviceConfig", d.Device, obj)
-			}
-			cfg.Normalize()
-			sd.Config = cfg
-		}
-		c.Devices = append(c.Devices, sd)
+// sharingDevice is the sharing view of a recorded device, without its
+// config. A device that the node has as a MIG device is one, with its
+// parent; so is a device recorded with a MIG UUID that the node no longer
+// has (its parent is then unknown).
+func (s *State) sharingDevice(d checkpoint.PreparedDevice) sharing.Device {
+	sd := sharing.Device{
+		Name:        d.Device,
+		Type:        devices.KindGPU,
+		UUID:        d.UUID,
+		Requests:    append([]string(nil), d.Requests...),
+		AdminAccess: d.AdminAccess,
 	}
-	return c, nil
+	if dev, ok := s.opts.Devices.Get(d.Device); ok && dev.Kind == devices.KindMIG {
+		sd.Type = devices.KindMIG
+		sd.ParentUUID = dev.ParentUUID
+	} else if strings.HasPrefix(d.UUID, "MIG-") {
+		sd.Type = devices.KindMIG
+	}
+	return sd
 }
 
-// applySharing makes the sharing settings of c (sharingClaim of a record)
-// take effect (idempotent, see sharing.Applier) and returns the edits to add
-// to the claim's spec. A claim without sharing settings needs no Applier;
-// one with sharing settings on a State without Applier fails with an error
-// that says so.
+// loadedClaim is the in-memory claim of a record read from the checkpoint:
+// its sharing view is built from the record alone (plus the node's devices
+// for a MIG device's parent), so that Undo after a restart sees what Apply
+// saw. A recorded config that cannot be decoded leaves its device without
+// config and sets configErr (the first such error).
+func (s *State) loadedClaim(rec *checkpoint.ClaimRecord) *preparedClaim {
+	pc := &preparedClaim{rec: rec, sharing: sharing.Claim{UID: rec.ClaimUID, Namespace: rec.Namespace, Name: rec.Name}}
+	for _, d := range rec.Devices {
+		sd := s.sharingDevice(d)
+		if len(d.Config) > 0 {
+			cfg, err := decodeRecordedConfig(d)
+			if err != nil && pc.configErr == nil {
+				pc.configErr = err
+			}
+			sd.Config = cfg
+		}
+		pc.sharing.Devices = append(pc.sharing.Devices, sd)
+	}
+	return pc
+}
+
+// decodeRecordedConfig decodes and normalizes the recorded config of d; it
+// returns a nil Config with the error.
+func decodeRecordedConfig(d checkpoint.PreparedDevice) (configapi.Config, error) {
+	obj, err := opaqueconfig.Decode(d.Config)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: its recorded config cannot be decoded: %w; unprepare the claim (delete its pods) and prepare it again", d.Device, err)
+	}
+	cfg, ok := obj.(configapi.Config)
+	if !ok {
+		return nil, fmt.Errorf("device %s: its recorded config is a %T, not a GpuConfig or MigDeviceConfig", d.Device, obj)
+	}
+	cfg.Normalize()
+	return cfg, nil
+}
+
+// applySharing makes the sharing settings of c take effect (idempotent,
+// see sharing.Applier) and returns the edits to add to the claim's spec. A
+// claim without sharing settings reaches no applier.
 func (s *State) applySharing(ctx context.Context, c sharing.Claim) (sharing.Edits, error) {
 	if !sharing.UsesSharing(c) {
 		return sharing.Edits{}, nil
 	}
-	if s.opts.Sharing == nil {
-		for _, d := range c.Devices {
-			if st := d.Strategy(); st != "" && (st != configapi.TimeSlicingStrategy || d.Type != sharing.DeviceTypeMIG) {
-				return sharing.Edits{}, fmt.Errorf("device %s: sharing.strategy %q is not supported by this plugin (it runs without sharing support): "+
-					"remove the sharing config, or run a plugin with sharing enabled", d.Name, st)
-			}
-		}
-		return sharing.Edits{}, nil
-	}
 	return s.opts.Sharing.Apply(klog.NewContext(ctx, klog.FromContext(ctx).WithName("sharing")), c)
-}
-
-// usesSharing tells whether the record's devices have sharing settings.
-func (s *State) usesSharing(rec *checkpoint.ClaimRecord) (bool, error) {
-	c, err := s.sharingClaim(rec)
-	if err != nil {
-		return false, err
-	}
-	return sharing.UsesSharing(c), nil
 }
 
 // adoptIntoBoot records a claim of an earlier boot under the current one,
@@ -120,13 +100,14 @@ func (s *State) usesSharing(rec *checkpoint.ClaimRecord) (bool, error) {
 // (time slice, MPS daemon), gets them applied again and its spec rewritten
 // with the edits Apply returns; adoptIntoBoot reports whether it did that.
 // The caller holds the claim's lock.
-func (s *State) adoptIntoBoot(ctx context.Context, rec *checkpoint.ClaimRecord) (reapplied bool, err error) {
-	shared, err := s.usesSharing(rec)
-	if err != nil {
-		return false, err
+func (s *State) adoptIntoBoot(ctx context.Context, pc *preparedClaim) (reapplied bool, err error) {
+	if pc.configErr != nil {
+		return false, pc.configErr
 	}
+	rec := pc.rec
+	shared := sharing.UsesSharing(pc.sharing)
 	if shared {
-		spec, err := s.buildSpec(ctx, rec)
+		spec, err := s.buildSpec(ctx, pc)
 		if err != nil {
 			return false, fmt.Errorf("applying its sharing settings again: %w", err)
 		}
@@ -140,8 +121,8 @@ func (s *State) adoptIntoBoot(ctx context.Context, rec *checkpoint.ClaimRecord) 
 		return shared, err
 	}
 	s.mu.Lock()
-	if s.records[rec.ClaimUID] == rec {
-		s.records[rec.ClaimUID] = &updated
+	if s.prepared[rec.ClaimUID] == pc {
+		s.prepared[rec.ClaimUID] = &preparedClaim{rec: &updated, sharing: pc.sharing, configErr: pc.configErr}
 		s.releaseLocked(rec)
 		s.reserveLocked(&updated)
 	}
@@ -150,19 +131,16 @@ func (s *State) adoptIntoBoot(ctx context.Context, rec *checkpoint.ClaimRecord) 
 }
 
 // undoSharing reverts applySharing; idempotent, and a no-op for a claim
-// without sharing settings or a State without Applier.
-func (s *State) undoSharing(ctx context.Context, rec *checkpoint.ClaimRecord) error {
-	if s.opts.Sharing == nil {
+// without sharing settings. It fails for a claim whose recorded configs
+// cannot be decoded: what to undo is unknown.
+func (s *State) undoSharing(ctx context.Context, pc *preparedClaim) error {
+	if pc.configErr != nil {
+		return pc.configErr
+	}
+	if !sharing.UsesSharing(pc.sharing) {
 		return nil
 	}
-	c, err := s.sharingClaim(rec)
-	if err != nil {
-		return err
-	}
-	if !sharing.UsesSharing(c) {
-		return nil
-	}
-	if err := s.opts.Sharing.Undo(klog.NewContext(ctx, klog.FromContext(ctx).WithName("sharing")), c); err != nil {
+	if err := s.opts.Sharing.Undo(klog.NewContext(ctx, klog.FromContext(ctx).WithName("sharing")), pc.sharing); err != nil {
 		return fmt.Errorf("undoing sharing settings: %w", err)
 	}
 	return nil

@@ -17,8 +17,9 @@ import (
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 	"github.com/gpudra/gpudra/pkg/sharing"
 	"github.com/gpudra/gpudra/pkg/sharing/timeslicing"
 )
@@ -44,18 +45,13 @@ func (c *countingSlicer) count(uuid string, i configapi.TimeSliceInterval) int {
 }
 
 // useTimeSlicing gives the env a Composite applier with a time-slicing
-// Manager over a mock state file and the env's checkpoint, and no MPS.
+// Manager over a mock state file and the recorded claims of the env's
+// current State (set by restart, as the plugin wires it), and no MPS.
 func (e *env) useTimeSlicing() *countingSlicer {
-	e.slices = timeslicing.NewStateFile(filepath.Join(e.t.TempDir(), "timeslice.json"))
+	e.slices = mockmachine.NewTimeSliceFile(filepath.Join(e.t.TempDir(), "timeslice.json"))
 	counter := &countingSlicer{TimeSlicer: e.slices, calls: map[string]int{}}
-	records := func() ([]*checkpoint.ClaimRecord, []checkpoint.LoadError, error) {
-		store, err := checkpoint.NewStore(e.ckptDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		return store.List()
-	}
-	e.sharing = sharing.Composite{TimeSlicing: timeslicing.New(timeslicing.Options{Slicer: counter, Records: records, DriverName: driverName})}
+	claims := func() []sharing.Claim { return e.state.SharingClaims() }
+	e.sharing = sharing.Composite{TimeSlicing: timeslicing.New(timeslicing.Options{Slicer: counter, Claims: claims})}
 	return counter
 }
 
@@ -317,7 +313,7 @@ func TestInvalidSharingConfigsFailThatClaimOnly(t *testing.T) {
 func newMIGEnv(t *testing.T) *env {
 	t.Helper()
 	e := newEnv(t)
-	lib, err := inventory.NewMock("dgxa100-mig", nodeName)
+	lib, err := mockmachine.New("dgxa100-mig", nodeName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +322,7 @@ func newMIGEnv(t *testing.T) *env {
 	}
 	e.edits = &fakeEdits{inv: e.inv}
 	var lines []string
-	for c, minor := range mockhost.MIGCapMinors(e.inv) {
+	for c, minor := range mockmachine.MIGCapMinors(e.inv) {
 		lines = append(lines, fmt.Sprintf("%s %d", c, minor))
 	}
 	minors := filepath.Join(t.TempDir(), "mig-minors")
@@ -377,7 +373,7 @@ func TestPrepareMIGDevice(t *testing.T) {
 	if err := cdi.Validate(spec); err != nil {
 		t.Fatalf("spec does not validate: %v", err)
 	}
-	caps := mockhost.MIGCapMinors(e.inv)
+	caps := mockmachine.MIGCapMinors(e.inv)
 	want := []string{
 		"/dev/nvidia0",
 		fmt.Sprintf("/dev/nvidia-caps/nvidia-cap%d", caps[cdi.GPUInstanceCap(m.ParentMinor, m.GPUInstanceID)]),
@@ -463,5 +459,148 @@ func TestTimeSlicingReappliedAfterReboot(t *testing.T) {
 	}
 	if got := e.interval(gpu); got != configapi.DefaultTimeSlice {
 		t.Errorf("interval after unprepare = %s, want Default", got)
+	}
+}
+
+// A claim whose prepare has recorded it and applied its time slice counts
+// for the other claims on the GPU before the prepare returns: unpreparing
+// another claim meanwhile keeps its interval.
+func TestTimeSlicingCountsAClaimBeingPrepared(t *testing.T) {
+	e := newEnv(t)
+	gpu := e.inv.Devices[2].UUID
+	a := withConfig(claim("uid-a", "a", result{request: "gpu", device: "gpu-2"}), nil, tsConfig("Long"))
+	b := withConfig(claim("uid-b", "b", result{request: "gpu", device: "gpu-2", admin: true}), nil, tsConfig("Short"))
+	if _, err := e.state.Prepare(e.ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	// The spec of b is built after its time slice is set: unprepare a
+	// from there.
+	armed := true
+	var unprepareErr error
+	e.edits.hook = func(uuid string) {
+		if armed && uuid == gpu {
+			armed = false
+			unprepareErr = e.state.Unprepare(e.ctx, "default", "a", "uid-a")
+		}
+	}
+	if _, err := e.state.Prepare(e.ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if armed || unprepareErr != nil {
+		t.Fatalf("unprepare of a during the prepare of b: ran %v, error %v", !armed, unprepareErr)
+	}
+	if got := e.interval(gpu); got != configapi.ShortTimeSlice {
+		t.Errorf("interval = %s, want Short: claim b, being prepared, still uses the GPU", got)
+	}
+	if err := e.state.Unprepare(e.ctx, "default", "b", "uid-b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.interval(gpu); got != configapi.DefaultTimeSlice {
+		t.Errorf("after the last unprepare: interval = %s, want Default", got)
+	}
+}
+
+func TestSharingClaimsAreTheRecordedSharedClaimsOldestFirst(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []*resourceapi.ResourceClaim{
+		withConfig(claim("uid-2", "second", result{request: "gpu", device: "gpu-0"}), nil, tsConfig("Long")),
+		claim("uid-plain", "plain", result{request: "gpu", device: "gpu-1"}),
+		withConfig(claim("uid-1", "third", result{request: "gpu", device: "gpu-2"}), nil, tsConfig("Short")),
+	} {
+		if _, err := e.state.Prepare(e.ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		var got []string
+		for _, c := range e.state.SharingClaims() {
+			got = append(got, c.UID+"/"+c.Name)
+			if len(c.Devices) != 1 || c.Devices[0].Strategy() != configapi.TimeSlicingStrategy || c.Devices[0].Type != devices.KindGPU {
+				t.Errorf("%s: claim %s has devices %+v", when, c.UID, c.Devices)
+			}
+		}
+		if want := "uid-2/second,uid-1/third"; strings.Join(got, ",") != want {
+			t.Errorf("%s: SharingClaims = %v, want %s (prepare order, only claims with sharing settings)", when, got, want)
+		}
+	}
+	check("after prepare")
+	e.restart()
+	check("after restart")
+}
+
+func TestNewRequiresDevicesAndSharing(t *testing.T) {
+	e := newEnv(t)
+	naming := cdi.NewNaming(driverName)
+	specDir, err := cdi.NewSpecDir(e.cdiDir, naming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := checkpoint.NewStore(e.ckptDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := Options{DriverName: driverName, PoolName: nodeName, Devices: devices.FromInventory(e.inv), Edits: e.edits,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: sharing.Composite{}}
+	noDevices, noSharing := base, base
+	noDevices.Devices = nil
+	noSharing.Sharing = nil
+	for field, opts := range map[string]Options{"Devices": noDevices, "Sharing": noSharing} {
+		if _, _, err := New(e.ctx, opts); err == nil || !strings.Contains(err.Error(), "Options."+field+" is nil") {
+			t.Errorf("New without %s: %v", field, err)
+		}
+	}
+	if _, _, err := New(e.ctx, base); err != nil {
+		t.Errorf("New with sharing.Composite{}: %v", err)
+	}
+}
+
+// A record whose config cannot be decoded (written by another version, or
+// damaged) loads, holds its device, and fails the steps that need its
+// sharing settings with an error that names the device; the time-sliced
+// devices of the other claims are unaffected.
+func TestRecordWithUndecodableConfig(t *testing.T) {
+	e := newEnv(t)
+	c := withConfig(claim("uid-bad", "bad", result{request: "gpu", device: "gpu-3"}), nil, tsConfig("Long"))
+	if _, err := e.state.Prepare(e.ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	store, err := checkpoint.NewStore(e.ckptDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := store.Get("uid-bad")
+	if err != nil || rec == nil {
+		t.Fatalf("record: %v %v", rec, err)
+	}
+	rec.Devices[0].Config = []byte(`{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"TimeSlicing","bogus":1}}`)
+	if err := store.Put(rec); err != nil {
+		t.Fatal(err)
+	}
+	e.emptyCDIDir()
+	e.restart()
+	if got := e.state.PreparedClaims(); len(got) != 1 || got[0] != "uid-bad" {
+		t.Fatalf("prepared claims = %v", got)
+	}
+	report := e.state.Reconcile(e.ctx)
+	if len(report.Errors) != 1 || !strings.Contains(report.Errors[0].Error(), "device gpu-3: its recorded config cannot be decoded") ||
+		!strings.Contains(report.Errors[0].Error(), "default/bad") {
+		t.Errorf("reconcile errors = %v", report.Errors)
+	}
+	if _, err := e.state.Prepare(e.ctx, c); err == nil || !strings.Contains(err.Error(), "its recorded config cannot be decoded") {
+		t.Errorf("prepare of the claim again: %v", err)
+	}
+	if _, err := e.state.Prepare(e.ctx, claim("uid-other", "other", result{request: "gpu", device: "gpu-3"})); err == nil {
+		t.Error("the device of the undecodable claim was given to another claim")
+	}
+	ts := withConfig(claim("uid-ts", "ts", result{request: "gpu", device: "gpu-4"}), nil, tsConfig("Medium"))
+	if _, err := e.state.Prepare(e.ctx, ts); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.state.Unprepare(e.ctx, "default", "ts", "uid-ts"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.interval(e.inv.Devices[4].UUID); got != configapi.DefaultTimeSlice {
+		t.Errorf("interval of another claim's GPU after its unprepare = %s, want Default", got)
 	}
 }

@@ -25,10 +25,12 @@
 package claimstate
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -39,11 +41,11 @@ import (
 	"k8s.io/klog/v2"
 	"tags.cncf.io/container-device-interface/specs-go"
 
+	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/opaqueconfig"
-	"github.com/gpudra/gpudra/pkg/resourceslice"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -60,9 +62,11 @@ type Options struct {
 	DriverName string
 	// PoolName is the node's pool, the node name.
 	PoolName string
-	// Inventory lists the node's GPUs.
-	Inventory *inventory.Inventory
-	// Edits gives each GPU's container edits.
+	// Devices are the node's preparable devices, by the names the
+	// ResourceSlices publish (devices.FromInventory). Required.
+	Devices *devices.Set
+	// Edits gives each device's container edits, by its UUID (a GPU's or
+	// a MIG device's).
 	Edits EditsSource
 	// Specs is the CDI spec directory.
 	Specs *cdi.SpecDir
@@ -75,41 +79,65 @@ type Options struct {
 	// Now returns the current time; defaults to time.Now.
 	Now func() time.Time
 	// Sharing applies the claims' sharing settings (time-slicing, MPS);
-	// see sharing.go. Nil: no sharing support, and a claim with a sharing
-	// config fails to prepare with an error that says so.
+	// see sharing.go. Required: a node without any sharing strategy
+	// passes sharing.Composite{}, which fails the prepare of a claim that
+	// asks for one with an error that says so.
 	Sharing sharing.Applier
 }
 
 // State is the node's prepared claims. Create it with New.
 type State struct {
-	opts    Options
-	devices map[string]inventory.Device    // by device name in the ResourceSlice
-	migs    map[string]inventory.MIGDevice // MIG devices by device name; see indexMIGDevices
-	claims  *keyedMutex
+	opts   Options
+	claims *keyedMutex
 
-	mu      sync.Mutex
-	records map[string]*checkpoint.ClaimRecord // by claim UID
-	owners  map[string]*checkpoint.ClaimRecord // device name -> claim holding it exclusively (prepared or being prepared)
+	mu sync.Mutex
+	// prepared holds the prepared claims by UID.
+	prepared map[string]*preparedClaim
+	// recording holds, by UID, the claims with sharing settings whose
+	// Prepare has made their record durable but has not returned yet
+	// (see persist). A UID is in prepared or recording, never both.
+	recording map[string]*preparedClaim
+	// owners maps a device name to the claim holding it exclusively
+	// (prepared or being prepared).
+	owners map[string]*checkpoint.ClaimRecord
+}
+
+// preparedClaim is a claim as the State keeps it in memory: its checkpoint
+// record and its sharing view, built once, from the resolved configs when
+// Prepare records the claim or from the record when New loads it. It is
+// never modified once built: a change (adoptIntoBoot) builds a new one.
+type preparedClaim struct {
+	rec *checkpoint.ClaimRecord
+	// sharing is the claim's devices with their decoded, normalized
+	// configs, as the sharing appliers see them.
+	sharing sharing.Claim
+	// configErr, set only for a loaded record, says why a recorded config
+	// cannot be decoded; sharing then has that device without config.
+	// Every step that needs the claim's sharing settings (writing its
+	// spec, undoing them) fails with it.
+	configErr error
 }
 
 // New loads the checkpoint. Records that cannot be read are returned as
 // load errors to report, not as a failure: one bad file never stops the
 // plugin from serving the other claims.
 func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, error) {
+	if opts.Devices == nil {
+		return nil, nil, errors.New("claim state: Options.Devices is nil: pass the node's preparable devices (devices.FromInventory)")
+	}
+	if opts.Sharing == nil {
+		return nil, nil, errors.New("claim state: Options.Sharing is nil: pass the node's sharing applier (sharing.Composite{} when no strategy is available)")
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	s := &State{
-		opts:    opts,
-		devices: map[string]inventory.Device{},
-		claims:  newKeyedMutex(),
-		records: map[string]*checkpoint.ClaimRecord{},
-		owners:  map[string]*checkpoint.ClaimRecord{},
+		opts:      opts,
+		claims:    newKeyedMutex(),
+		prepared:  map[string]*preparedClaim{},
+		recording: map[string]*preparedClaim{},
+		owners:    map[string]*checkpoint.ClaimRecord{},
 	}
-	for _, d := range opts.Inventory.Devices {
-		s.devices[resourceslice.DeviceName(d)] = d
-	}
-	s.indexMIGDevices()
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the claim checkpoint: %w", err)
@@ -118,10 +146,10 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		if rec.DriverName != "" && rec.DriverName != opts.DriverName {
 			continue
 		}
-		s.records[rec.ClaimUID] = rec
+		s.prepared[rec.ClaimUID] = s.loadedClaim(rec)
 		s.reserveLocked(rec)
 	}
-	klog.FromContext(ctx).V(2).Info("Loaded claim checkpoint", "claims", len(s.records), "unreadable", len(loadErrs))
+	klog.FromContext(ctx).V(2).Info("Loaded claim checkpoint", "claims", len(s.prepared), "unreadable", len(loadErrs))
 	return s, loadErrs, nil
 }
 
@@ -146,12 +174,44 @@ func (s *State) releaseLocked(rec *checkpoint.ClaimRecord) {
 func (s *State) PreparedClaims() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	uids := make([]string, 0, len(s.records))
-	for uid := range s.records {
+	uids := make([]string, 0, len(s.prepared))
+	for uid := range s.prepared {
 		uids = append(uids, uid)
 	}
 	sort.Strings(uids)
 	return uids
+}
+
+// SharingClaims returns the sharing view of the recorded claims that have
+// sharing settings: the prepared ones and those whose Prepare has recorded
+// them but not returned yet. A claim is among them from the moment its
+// record is durable (before its settings are applied) until its record is
+// deleted (after they are undone). They are ordered by prepare time, oldest
+// first, then by UID. The Claims share memory with the State and must not
+// be modified. It takes only the State's own short-held mutex, so sharing
+// appliers may call it from Apply or Undo (timeslicing.Options.Claims).
+func (s *State) SharingClaims() []sharing.Claim {
+	s.mu.Lock()
+	pcs := make([]*preparedClaim, 0, len(s.prepared)+len(s.recording))
+	for _, m := range []map[string]*preparedClaim{s.prepared, s.recording} {
+		for _, pc := range m {
+			if sharing.UsesSharing(pc.sharing) {
+				pcs = append(pcs, pc)
+			}
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(pcs, func(a, b *preparedClaim) int {
+		if c := a.rec.PreparedAt.Compare(b.rec.PreparedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.rec.ClaimUID, b.rec.ClaimUID)
+	})
+	out := make([]sharing.Claim, 0, len(pcs))
+	for _, pc := range pcs {
+		out = append(out, pc.sharing)
+	}
+	return out
 }
 
 // Prepare prepares the devices allocated to claim by this driver and returns
@@ -169,24 +229,24 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 	defer unlock()
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim), "claimUID", uid)
 
-	wanted, err := s.devicesFor(claim, ref)
+	wanted, shared, err := s.devicesFor(claim, ref)
 	if err != nil {
 		return nil, err
 	}
 
 	s.mu.Lock()
-	existing := s.records[uid]
+	existing := s.prepared[uid]
 	s.mu.Unlock()
 	if existing != nil {
-		if sameDevices(existing.Devices, wanted) {
+		if sameDevices(existing.rec.Devices, wanted) {
 			if err := s.ensureSpec(ctx, existing); err != nil {
 				return nil, fmt.Errorf("%s: %w", ref, err)
 			}
 			logger.V(4).Info("Claim already prepared")
-			return s.result(existing), nil
+			return s.result(existing.rec), nil
 		}
 		// The claim was re-allocated since it was prepared: start over.
-		logger.Info("Prepared devices differ from the claim's allocation, preparing again", "prepared", deviceNames(existing.Devices), "allocated", deviceNames(wanted))
+		logger.Info("Prepared devices differ from the claim's allocation, preparing again", "prepared", deviceNames(existing.rec.Devices), "allocated", deviceNames(wanted))
 		if err := s.unprepareLocked(ctx, existing); err != nil {
 			return nil, fmt.Errorf("%s: %w", ref, err)
 		}
@@ -202,17 +262,19 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 		Devices:     wanted,
 		CDISpecName: s.opts.Naming.SpecFileName(uid),
 	}
+	pc := &preparedClaim{rec: rec, sharing: sharing.Claim{UID: uid, Namespace: claim.Namespace, Name: claim.Name, Devices: shared}}
 	if err := s.reserve(rec, ref); err != nil {
 		return nil, err
 	}
-	if err := s.persist(ctx, rec); err != nil {
+	if err := s.persist(ctx, pc); err != nil {
 		s.mu.Lock()
 		s.releaseLocked(rec)
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
 	s.mu.Lock()
-	s.records[uid] = rec
+	s.prepared[uid] = pc
+	delete(s.recording, uid)
 	s.mu.Unlock()
 	logger.V(2).Info("Prepared claim", "devices", deviceNames(rec.Devices))
 	return s.result(rec), nil
@@ -223,29 +285,31 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 // what it did, so that a failed prepare leaves nothing behind.
 //
 // A claim with sharing settings is recorded before they are applied: the
-// record is what lets Unprepare, and Reconcile after a crash, undo them. A
-// claim without them changes nothing but its two files, so its record and
-// spec are written concurrently and the two fsyncs overlap.
-func (s *State) persist(ctx context.Context, rec *checkpoint.ClaimRecord) error {
+// record is what lets Unprepare, and Reconcile after a crash, undo them.
+// From then on it is in s.recording, so that the appliers count it among
+// the recorded claims (SharingClaims) while its prepare goes on. A claim
+// without them changes nothing but its two files, so its record and spec
+// are written concurrently and the two fsyncs overlap.
+func (s *State) persist(ctx context.Context, pc *preparedClaim) error {
+	rec := pc.rec
 	uid := rec.ClaimUID
-	c, err := s.sharingClaim(rec)
-	if err != nil {
-		return err
-	}
-	if sharing.UsesSharing(c) {
+	if sharing.UsesSharing(pc.sharing) {
 		if err := s.opts.Checkpoints.Put(rec); err != nil {
 			return err
 		}
-		spec, err := s.buildSpecFor(ctx, rec, c)
+		s.mu.Lock()
+		s.recording[uid] = pc
+		s.mu.Unlock()
+		spec, err := s.buildSpec(ctx, pc)
 		if err == nil {
 			err = s.opts.Specs.Write(uid, spec)
 		}
 		if err != nil {
-			return errors.Join(err, s.rollback(ctx, rec))
+			return errors.Join(err, s.rollback(ctx, pc))
 		}
 		return nil
 	}
-	spec, err := s.buildSpecFor(ctx, rec, c)
+	spec, err := s.buildSpec(ctx, pc)
 	if err != nil {
 		return err
 	}
@@ -253,23 +317,29 @@ func (s *State) persist(ctx context.Context, rec *checkpoint.ClaimRecord) error 
 	go func() { specErr <- s.opts.Specs.Write(uid, spec) }()
 	err = s.opts.Checkpoints.Put(rec)
 	if err = errors.Join(err, <-specErr); err != nil {
-		return errors.Join(err, s.rollback(ctx, rec))
+		return errors.Join(err, s.rollback(ctx, pc))
 	}
 	return nil
 }
 
 // rollback undoes a persist that failed half-way: spec, sharing settings,
-// record, in the order of unprepareLocked; each step is idempotent.
-func (s *State) rollback(ctx context.Context, rec *checkpoint.ClaimRecord) error {
+// record, in the order of unprepareLocked; each step is idempotent. The
+// claim stays in s.recording for as long as its record may exist.
+func (s *State) rollback(ctx context.Context, pc *preparedClaim) error {
+	uid := pc.rec.ClaimUID
 	var errs []error
-	if err := s.opts.Specs.Remove(rec.ClaimUID); err != nil {
+	if err := s.opts.Specs.Remove(uid); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.undoSharing(ctx, rec); err != nil {
+	if err := s.undoSharing(ctx, pc); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
+	if err := s.opts.Checkpoints.Delete(uid); err != nil {
 		errs = append(errs, fmt.Errorf("removing the claim from the checkpoint: %w", err))
+	} else {
+		s.mu.Lock()
+		delete(s.recording, uid)
+		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
@@ -285,9 +355,9 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 	unlock := s.claims.Lock(uid)
 	defer unlock()
 	s.mu.Lock()
-	rec := s.records[uid]
+	pc := s.prepared[uid]
 	s.mu.Unlock()
-	if rec == nil {
+	if pc == nil {
 		// Not prepared, or prepared by a plugin version that crashed before
 		// recording it: make sure no spec stays behind.
 		if err := s.opts.Specs.Remove(uid); err != nil {
@@ -295,7 +365,7 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 		}
 		return nil
 	}
-	if err := s.unprepareLocked(ctx, rec); err != nil {
+	if err := s.unprepareLocked(ctx, pc); err != nil {
 		return fmt.Errorf("%s: %w", claimRef(namespace, name, claimUID), err)
 	}
 	klog.FromContext(ctx).V(2).Info("Unprepared claim", "claim", klog.KRef(namespace, name), "claimUID", uid)
@@ -307,8 +377,9 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 // removes the spec and the record concurrently (the two fsyncs overlap).
 // Either way a failure leaves a state a repeated Unprepare completes. The
 // caller holds the claim's lock.
-func (s *State) unprepareLocked(ctx context.Context, rec *checkpoint.ClaimRecord) error {
-	if c, err := s.sharingClaim(rec); err == nil && !sharing.UsesSharing(c) {
+func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
+	rec := pc.rec
+	if pc.configErr == nil && !sharing.UsesSharing(pc.sharing) {
 		// Nothing to undo between the two removals: they run at once.
 		specErr := make(chan error, 1)
 		go func() { specErr <- s.opts.Specs.Remove(rec.ClaimUID) }()
@@ -323,7 +394,7 @@ func (s *State) unprepareLocked(ctx context.Context, rec *checkpoint.ClaimRecord
 		if err := s.opts.Specs.Remove(rec.ClaimUID); err != nil {
 			return err
 		}
-		if err := s.undoSharing(ctx, rec); err != nil {
+		if err := s.undoSharing(ctx, pc); err != nil {
 			return err
 		}
 		if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
@@ -332,7 +403,7 @@ func (s *State) unprepareLocked(ctx context.Context, rec *checkpoint.ClaimRecord
 	}
 	s.mu.Lock()
 	s.releaseLocked(rec)
-	delete(s.records, rec.ClaimUID)
+	delete(s.prepared, rec.ClaimUID)
 	s.mu.Unlock()
 	return nil
 }
@@ -358,27 +429,32 @@ func (s *State) reserve(rec *checkpoint.ClaimRecord, ref string) error {
 }
 
 // devicesFor validates the claim's allocation results of this driver and
-// resolves their configs.
-func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]checkpoint.PreparedDevice, error) {
+// resolves their configs. It returns the devices to record, each with its
+// config as JSON, and the same devices as the sharing appliers see them,
+// with the resolved configs themselves.
+func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]checkpoint.PreparedDevice, []sharing.Device, error) {
 	if err := checkConfigRequests(claim, s.opts.DriverName); err != nil {
-		return nil, fmt.Errorf("%s: %w", ref, err)
+		return nil, nil, fmt.Errorf("%s: %w", ref, err)
 	}
 	configs, err := opaqueconfig.Resolve(claim, s.opts.DriverName, s.deviceTypeOption())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []checkpoint.PreparedDevice
+	var (
+		out    []checkpoint.PreparedDevice
+		shared []sharing.Device
+	)
 	for i, r := range claim.Status.Allocation.Devices.Results {
 		if r.Driver != s.opts.DriverName {
 			continue
 		}
 		if r.Pool != s.opts.PoolName {
-			return nil, fmt.Errorf("%s: request %q was allocated device %s of pool %q, but this node's pool is %q: "+
+			return nil, nil, fmt.Errorf("%s: request %q was allocated device %s of pool %q, but this node's pool is %q: "+
 				"the claim was allocated for another node; delete the pod so that the scheduler allocates it again", ref, r.Request, r.Device, r.Pool, s.opts.PoolName)
 		}
-		dev, ok := s.devices[r.Device]
+		dev, ok := s.opts.Devices.Get(r.Device)
 		if !ok {
-			return nil, fmt.Errorf("%s: request %q was allocated device %q, which this node does not have (it has %s): "+
+			return nil, nil, fmt.Errorf("%s: request %q was allocated device %q, which this node does not have (it has %s): "+
 				"the ResourceSlice the scheduler used is stale; delete the pod so that the claim is allocated again", ref, r.Request, r.Device, s.deviceList())
 		}
 		pd := checkpoint.PreparedDevice{
@@ -389,36 +465,39 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 			AdminAccess: r.AdminAccess != nil && *r.AdminAccess,
 		}
 		pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), r.Device)}
+		sd := s.sharingDevice(pd)
 		if eff, ok := configs[i]; ok && eff.Config != nil {
 			raw, err := json.Marshal(eff.Config)
 			if err != nil {
-				return nil, fmt.Errorf("%s: device %s: encoding its config: %w", ref, r.Device, err)
+				return nil, nil, fmt.Errorf("%s: device %s: encoding its config: %w", ref, r.Device, err)
 			}
 			pd.Config = raw
+			cfg, ok := eff.Config.(configapi.Config)
+			if !ok {
+				return nil, nil, fmt.Errorf("%s: device %s: its config is a %T, not a GpuConfig or MigDeviceConfig", ref, r.Device, eff.Config)
+			}
+			cfg.Normalize() // after encoding: the record keeps the config as resolved
+			sd.Config = cfg
 		}
 		out = append(out, pd)
+		shared = append(shared, sd)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no device of driver %s is allocated to the claim: the kubelet should not have asked this driver to prepare it", ref, s.opts.DriverName)
+		return nil, nil, fmt.Errorf("%s: no device of driver %s is allocated to the claim: the kubelet should not have asked this driver to prepare it", ref, s.opts.DriverName)
 	}
-	return out, nil
+	return out, shared, nil
 }
 
 // buildSpec applies the claim's sharing settings (idempotent) and assembles
 // the claim's CDI spec from its record with the sharing edits; it is the
 // only producer of claim specs, so Prepare and Reconcile write identical
 // specs.
-func (s *State) buildSpec(ctx context.Context, rec *checkpoint.ClaimRecord) (*specs.Spec, error) {
-	c, err := s.sharingClaim(rec)
-	if err != nil {
-		return nil, err
+func (s *State) buildSpec(ctx context.Context, pc *preparedClaim) (*specs.Spec, error) {
+	if pc.configErr != nil {
+		return nil, pc.configErr
 	}
-	return s.buildSpecFor(ctx, rec, c)
-}
-
-// buildSpecFor is buildSpec with the record's sharing view already built.
-func (s *State) buildSpecFor(ctx context.Context, rec *checkpoint.ClaimRecord, c sharing.Claim) (*specs.Spec, error) {
-	shared, err := s.applySharing(ctx, c)
+	rec := pc.rec
+	shared, err := s.applySharing(ctx, pc.sharing)
 	if err != nil {
 		return nil, err
 	}
@@ -443,16 +522,16 @@ func (s *State) buildSpecFor(ctx context.Context, rec *checkpoint.ClaimRecord, c
 
 // ensureSpec re-creates the claim's spec when it went missing, applying
 // the claim's sharing settings again (a reboot wipes them with the spec).
-func (s *State) ensureSpec(ctx context.Context, rec *checkpoint.ClaimRecord) error {
-	ok, err := s.opts.Specs.Exists(rec.ClaimUID)
+func (s *State) ensureSpec(ctx context.Context, pc *preparedClaim) error {
+	ok, err := s.opts.Specs.Exists(pc.rec.ClaimUID)
 	if err != nil || ok {
 		return err
 	}
-	spec, err := s.buildSpec(ctx, rec)
+	spec, err := s.buildSpec(ctx, pc)
 	if err != nil {
 		return err
 	}
-	return s.opts.Specs.Write(rec.ClaimUID, spec)
+	return s.opts.Specs.Write(pc.rec.ClaimUID, spec)
 }
 
 func (s *State) result(rec *checkpoint.ClaimRecord) []kubeletplugin.Device {
@@ -469,10 +548,7 @@ func (s *State) result(rec *checkpoint.ClaimRecord) []kubeletplugin.Device {
 }
 
 func (s *State) deviceList() string {
-	names := make([]string, 0, len(s.devices))
-	for n := range s.devices {
-		names = append(names, n)
-	}
+	names := s.opts.Devices.Names()
 	sort.Strings(names)
 	return fmt.Sprint(names)
 }

@@ -21,9 +21,10 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 	"github.com/gpudra/gpudra/pkg/sharing"
-	"github.com/gpudra/gpudra/pkg/sharing/timeslicing"
 )
 
 const (
@@ -68,14 +69,14 @@ type env struct {
 	// sharing is the State's Applier; newEnv sets a time-slicing one
 	// that records into slices (see sharing_test.go).
 	sharing sharing.Applier
-	slices  *timeslicing.StateFile
+	slices  *mockmachine.TimeSliceFile
 	// migEdits, when set, replaces edits (newMIGEnv).
 	migEdits cdi.DeviceEdits
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	lib, err := inventory.NewMock("dgxh100", nodeName)
+	lib, err := mockmachine.New("dgxh100", nodeName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func (e *env) restart() {
 		e.t.Fatal(err)
 	}
 	s, loadErrs, err := New(e.ctx, Options{
-		DriverName: driverName, PoolName: nodeName, Inventory: e.inv, Edits: e.editsSource(),
+		DriverName: driverName, PoolName: nodeName, Devices: devices.FromInventory(e.inv), Edits: e.editsSource(),
 		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing,
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
 )
 
@@ -29,7 +30,7 @@ func TestDevicesMIGMock(t *testing.T) {
 			t.Errorf("GPU %s is in MIG mode but published as a whole GPU", gone)
 		}
 	}
-	if d, ok := byName["gpu-2"]; !ok || stringAttr(t, d, AttrType) != DeviceType {
+	if d, ok := byName["gpu-2"]; !ok || stringAttr(t, d, AttrType) != string(devices.KindGPU) {
 		t.Errorf("gpu-2 (not in MIG mode) missing or not of type gpu")
 	}
 	want := map[string]string{
@@ -47,11 +48,11 @@ func TestDevicesMIGMock(t *testing.T) {
 		}
 		var m inventory.MIGDevice
 		for _, x := range inv.MIGDevices {
-			if MIGDeviceName(x) == name {
+			if devices.MIGName(x) == name {
 				m = x
 			}
 		}
-		if got := stringAttr(t, d, AttrType); got != MIGDeviceType {
+		if got := stringAttr(t, d, AttrType); got != string(devices.KindMIG) {
 			t.Errorf("%s: type %q", name, got)
 		}
 		if got := stringAttr(t, d, AttrProfile); got != profile {
@@ -83,21 +84,6 @@ func TestDevicesMIGMock(t *testing.T) {
 	}
 	if q := byName["gpu-0-mig-3g20gb-3"].Capacity[CapacityMultiprocessors]; q.Value.Value() != 42 {
 		t.Errorf("3g.20gb multiprocessors = %s, want 42 (the A100 profile)", q.Value.String())
-	}
-}
-
-func TestMIGDeviceNameIsDNSLabel(t *testing.T) {
-	for _, m := range []inventory.MIGDevice{
-		{ParentIndex: 12, Profile: "1c.3g.40gb", GPUInstanceID: 14, ComputeInstanceID: 2},
-		{ParentIndex: 0, Profile: "1g.10gb+me", GPUInstanceID: 0},
-		{ParentIndex: 3, Profile: "1G.5GB-ME", GPUInstanceID: 1},
-	} {
-		if errs := validation.IsDNS1123Label(MIGDeviceName(m)); len(errs) > 0 {
-			t.Errorf("MIGDeviceName(%+v) = %q: %v", m, MIGDeviceName(m), errs)
-		}
-	}
-	if got := MIGDeviceName(inventory.MIGDevice{ParentIndex: 12, Profile: "1c.3g.40gb", GPUInstanceID: 14, ComputeInstanceID: 2}); got != "gpu-12-mig-1c3g40gb-14-2" {
-		t.Errorf("name %q", got)
 	}
 }
 

@@ -8,7 +8,10 @@
 //
 // # Attribute schema
 //
-// Every GPU is published as one device named DeviceName(d). Attribute names
+// The published devices are the node's preparable devices (package
+// devices), in their order, with their names and their kind as the type
+// attribute. Every GPU is published as one device named devices.GPUName(d).
+// Attribute names
 // without a domain belong to the driver's domain (for example
 // device.attributes["gpu.nvidia.com"].productName in CEL); the two PCI
 // attributes use the standard "resource.kubernetes.io" domain. The schema
@@ -33,7 +36,7 @@
 // quantity such as "80Gi").
 //
 // A GPU in MIG mode is not published as a whole: each of its MIG devices
-// is published instead, named MIGDeviceName(m), with type "mig" (see
+// is published instead, named devices.MIGName(m), with type "mig" (see
 // mig.go for its extra attributes and capacities).
 //
 // An attribute whose value is unknown (an empty string) or that the API
@@ -57,6 +60,7 @@ import (
 	"k8s.io/dynamic-resource-allocation/deviceattribute"
 	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
 )
 
@@ -68,13 +72,10 @@ const MaxDevicesPerSlice = resourceapi.ResourceSliceMaxDevices // 128
 // a list-typed attribute.
 const MaxDevicesPerSliceWithTaintsOrCounters = resourceapi.ResourceSliceMaxDevicesWithAdvancedFeatures // 64
 
-// DeviceType is the value of the AttrType attribute of a full GPU.
-const DeviceType = "gpu"
-
 // Names of the published attributes. Unqualified names belong to the
 // driver's domain.
 const (
-	AttrType                  resourceapi.QualifiedName = "type"
+	AttrType                  resourceapi.QualifiedName = "type" // the device's devices.Kind
 	AttrUUID                  resourceapi.QualifiedName = "uuid"
 	AttrProductName           resourceapi.QualifiedName = "productName"
 	AttrBrand                 resourceapi.QualifiedName = "brand"
@@ -129,19 +130,13 @@ func PCIeRootFromSysfs(busID string) (string, error) {
 	return *attr.Value.StringValue, nil
 }
 
-// DeviceName returns the device's name in the ResourceSlice, "gpu-<index>".
-// It is a DNS label and, because NVML indexes are unique on a node, unique in
-// the node's pool. The name is stable across plugin restarts as long as NVML
-// enumerates the GPU at the same index.
-func DeviceName(d inventory.Device) string {
-	return "gpu-" + strconv.Itoa(d.Index)
-}
-
-// Devices returns one device per GPU of inv, in inv.Devices order (NVML
-// index order), with the attributes and capacity described in the package
-// documentation. Attributes that are driver-wide (driverVersion,
-// cudaDriverVersion) are repeated on every device. A nil inv or one without
-// devices gives an empty, non-nil result.
+// Devices returns one device per preparable device of inv
+// (devices.FromInventory), in that order: the GPUs not in MIG mode in
+// inv.Devices order (NVML index order), then the MIG devices, with the
+// attributes and capacities described in the package documentation.
+// Attributes that are driver-wide (driverVersion, cudaDriverVersion) are
+// repeated on every device. A nil inv or one without devices gives an
+// empty, non-nil result.
 //
 // The result shares no memory with inv, and each call returns fresh values:
 // the caller may modify them (for example add Taints).
@@ -151,50 +146,65 @@ func Devices(inv *inventory.Inventory, opts Options) []resourceapi.Device {
 	}
 	// Driver-wide values are computed once. Each device still gets its own
 	// copy of every pointer so that devices can be mutated independently.
-	driverVersion, driverOK := semverOf(inv.DriverVersion)
-	cudaVersion, cudaOK := semverOf(inv.CUDADriverVersion)
+	var v driverVersions
+	v.driver, v.driverOK = semverOf(inv.DriverVersion)
+	v.cuda, v.cudaOK = semverOf(inv.CUDADriverVersion)
 
-	out := make([]resourceapi.Device, 0, len(inv.Devices)+len(inv.MIGDevices))
-	for _, d := range inv.Devices {
-		if d.MIGEnabled {
-			continue // published through its MIG devices (mig.go)
+	preparable := devices.FromInventory(inv).All()
+	out := make([]resourceapi.Device, 0, len(preparable))
+	for _, d := range preparable {
+		switch d.Kind {
+		case devices.KindGPU:
+			out = append(out, resourceapi.Device{
+				Name:       d.Name,
+				Attributes: gpuAttributes(d.GPU, v, opts),
+				Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
+					CapacityMemory: {Value: *resource.NewQuantity(clampInt64(d.GPU.MemoryBytes), resource.BinarySI)},
+				},
+			})
+		case devices.KindMIG:
+			out = append(out, migDevice(d, v, opts))
 		}
-		attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 13)
-		putString(attrs, AttrType, DeviceType)
-		putString(attrs, AttrUUID, d.UUID)
-		putString(attrs, AttrProductName, d.ProductName)
-		putString(attrs, AttrBrand, d.Brand)
-		putString(attrs, AttrArchitecture, d.Architecture)
-		if v, ok := semverOf(d.CUDAComputeCapability); ok {
-			putVersion(attrs, AttrCUDAComputeCapability, v)
-		}
-		if driverOK {
-			putVersion(attrs, AttrDriverVersion, driverVersion)
-		}
-		if cudaOK {
-			putVersion(attrs, AttrCUDADriverVersion, cudaVersion)
-		}
-		attrs[AttrIndex] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(d.Index))}
-		attrs[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(d.Minor))}
-		attrs[AttrMIGCapable] = resourceapi.DeviceAttribute{BoolValue: ptrTo(d.MIGCapable)}
-		if validBusID(d.PCIBusID) {
-			putString(attrs, AttrPCIBusID, d.PCIBusID)
-			if opts.PCIeRoot != nil {
-				if root, err := opts.PCIeRoot(d.PCIBusID); err == nil && root != "" {
-					putString(attrs, AttrPCIeRoot, root)
-				}
+	}
+	return out
+}
+
+// driverVersions are the driver-wide versions in semver form; ok is false
+// for a version that cannot be published.
+type driverVersions struct {
+	driver, cuda     string
+	driverOK, cudaOK bool
+}
+
+// gpuAttributes returns the attributes of the full GPU g, type "gpu".
+func gpuAttributes(g inventory.Device, v driverVersions, opts Options) map[resourceapi.QualifiedName]resourceapi.DeviceAttribute {
+	attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 13)
+	putString(attrs, AttrType, string(devices.KindGPU))
+	putString(attrs, AttrUUID, g.UUID)
+	putString(attrs, AttrProductName, g.ProductName)
+	putString(attrs, AttrBrand, g.Brand)
+	putString(attrs, AttrArchitecture, g.Architecture)
+	if cc, ok := semverOf(g.CUDAComputeCapability); ok {
+		putVersion(attrs, AttrCUDAComputeCapability, cc)
+	}
+	if v.driverOK {
+		putVersion(attrs, AttrDriverVersion, v.driver)
+	}
+	if v.cudaOK {
+		putVersion(attrs, AttrCUDADriverVersion, v.cuda)
+	}
+	attrs[AttrIndex] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(g.Index))}
+	attrs[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(g.Minor))}
+	attrs[AttrMIGCapable] = resourceapi.DeviceAttribute{BoolValue: ptrTo(g.MIGCapable)}
+	if validBusID(g.PCIBusID) {
+		putString(attrs, AttrPCIBusID, g.PCIBusID)
+		if opts.PCIeRoot != nil {
+			if root, err := opts.PCIeRoot(g.PCIBusID); err == nil && root != "" {
+				putString(attrs, AttrPCIeRoot, root)
 			}
 		}
-
-		out = append(out, resourceapi.Device{
-			Name:       DeviceName(d),
-			Attributes: attrs,
-			Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
-				CapacityMemory: {Value: *resource.NewQuantity(clampInt64(d.MemoryBytes), resource.BinarySI)},
-			},
-		})
 	}
-	return append(out, migDevices(inv, opts)...)
+	return attrs
 }
 
 // DriverResources returns what the kubeletplugin helper publishes for

@@ -12,13 +12,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 // mockInventory discovers the GPUs of a go-nvml mock machine.
 func mockInventory(tb testing.TB, machine, seed string) *inventory.Inventory {
 	tb.Helper()
-	lib, err := inventory.NewMock(machine, seed)
+	lib, err := mockmachine.New(machine, seed)
 	if err != nil {
 		tb.Fatalf("NewMock(%q): %v", machine, err)
 	}
@@ -114,7 +116,7 @@ var wantVersions = map[string]struct{ driver, cuda, cc, arch, product string }{
 }
 
 func TestDevicesOnMockMachines(t *testing.T) {
-	for _, machine := range inventory.MockMachines() {
+	for _, machine := range mockmachine.Names() {
 		t.Run(machine, func(t *testing.T) {
 			want, ok := wantVersions[machine]
 			if !ok {
@@ -128,7 +130,7 @@ func TestDevicesOnMockMachines(t *testing.T) {
 			names := map[string]bool{}
 			for i, d := range devs {
 				gpu := inv.Devices[i]
-				if d.Name != DeviceName(gpu) || d.Name != fmt.Sprintf("gpu-%d", gpu.Index) {
+				if d.Name != devices.GPUName(gpu) || d.Name != fmt.Sprintf("gpu-%d", gpu.Index) {
 					t.Errorf("device %d: name %q, want gpu-%d", i, d.Name, gpu.Index)
 				}
 				if errs := validation.IsDNS1123Label(d.Name); len(errs) > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
+	"github.com/gpudra/gpudra/pkg/devices"
 )
 
 // Composite is the Applier that the claim state holds: it hands each
@@ -81,7 +82,7 @@ func (Composite) split(claim Claim) (ts, mps Claim) {
 	for _, d := range claim.Devices {
 		switch d.Strategy() {
 		case configapi.TimeSlicingStrategy:
-			if d.Type != DeviceTypeMIG {
+			if d.Type != devices.KindMIG {
 				ts.Devices = append(ts.Devices, d)
 			}
 		case configapi.MpsStrategy:

@@ -12,13 +12,7 @@ import (
 	"tags.cncf.io/container-device-interface/specs-go"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
-)
-
-// Device types of Device.Type; the values of the ResourceSlice attribute
-// "type".
-const (
-	DeviceTypeGPU = "gpu"
-	DeviceTypeMIG = "mig"
+	"github.com/gpudra/gpudra/pkg/devices"
 )
 
 // Applier makes the sharing settings of a claim take effect.
@@ -40,12 +34,17 @@ type Applier interface {
 	Apply(ctx context.Context, c Claim) (Edits, error)
 	// Undo reverts what Apply did for the claim. Idempotent; safe after a
 	// failed or partial Apply and after a restart: it works from the Claim
-	// alone, i.e. from the checkpoint record, never from memory only.
+	// alone (which a restarted claim state rebuilds from the checkpoint
+	// record), never from what an earlier Apply kept in memory.
 	Undo(ctx context.Context, c Claim) error
 }
 
 // Claim is a prepared (or being prepared) claim as the sharing code sees
-// it. The claim state builds it from the claim's checkpoint record.
+// it. The claim state keeps one per claim in memory, built once: from the
+// resolved configs when it prepares the claim, or from the claim's
+// checkpoint record when it loads the checkpoint at start-up. The same
+// value is handed to every Apply and Undo of the claim, so appliers must
+// treat it, its Devices and their Configs as read-only.
 type Claim struct {
 	UID       string
 	Namespace string
@@ -61,8 +60,8 @@ type Device struct {
 	// Name is the device's name in the ResourceSlice, e.g. "gpu-0" or
 	// "gpu-0-mig-1g10gb-0".
 	Name string
-	// Type is DeviceTypeGPU or DeviceTypeMIG.
-	Type string
+	// Type is devices.KindGPU or devices.KindMIG.
+	Type devices.Kind
 	// UUID is the device's UUID: "GPU-..." for a full GPU, "MIG-..." for a
 	// MIG device.
 	UUID string

@@ -9,6 +9,7 @@ import (
 	"tags.cncf.io/container-device-interface/specs-go"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
+	"github.com/gpudra/gpudra/pkg/devices"
 )
 
 type recorder struct {
@@ -32,7 +33,7 @@ func gpu(name, strategy string) Device {
 	if strategy != "" {
 		cfg.Sharing = &configapi.GpuSharing{Strategy: configapi.GpuSharingStrategy(strategy)}
 	}
-	return Device{Name: name, Type: DeviceTypeGPU, UUID: "GPU-" + name, Config: cfg}
+	return Device{Name: name, Type: devices.KindGPU, UUID: "GPU-" + name, Config: cfg}
 }
 
 func mig(name, strategy string) Device {
@@ -40,7 +41,7 @@ func mig(name, strategy string) Device {
 	if strategy != "" {
 		cfg.Sharing = &configapi.MigDeviceSharing{Strategy: configapi.MigDeviceSharingStrategy(strategy)}
 	}
-	return Device{Name: name, Type: DeviceTypeMIG, UUID: "MIG-" + name, ParentUUID: "GPU-p", Config: cfg}
+	return Device{Name: name, Type: devices.KindMIG, UUID: "MIG-" + name, ParentUUID: "GPU-p", Config: cfg}
 }
 
 func TestCompositeDispatchesByStrategy(t *testing.T) {

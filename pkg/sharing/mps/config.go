@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -102,7 +103,7 @@ func resolve(c sharing.Claim) (*daemonConfig, error) {
 			return nil, fmt.Errorf("%s: device %s has UUID %q, which is not a GPU or MIG UUID (GPU-... or MIG-...): "+
 				"the node's inventory is inconsistent; restart the plugin so that it discovers the devices again", ref, d.Name, d.UUID)
 		}
-		if d.Type == sharing.DeviceTypeMIG || strings.HasPrefix(d.UUID, "MIG-") {
+		if d.Type == devices.KindMIG || strings.HasPrefix(d.UUID, "MIG-") {
 			migs = append(migs, d.Name)
 		}
 	}

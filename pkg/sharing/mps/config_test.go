@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -28,7 +29,7 @@ func TestInvalidMPSConfigsFailPrepareWithoutSideEffects(t *testing.T) {
 	mig := func(name, uuid string) sharing.Device {
 		cfg := &configapi.MigDeviceConfig{Sharing: &configapi.MigDeviceSharing{Strategy: configapi.MpsStrategy}}
 		cfg.Normalize()
-		return sharing.Device{Name: name, Type: sharing.DeviceTypeMIG, UUID: uuid, ParentUUID: g0.UUID, Requests: []string{"mig"}, Config: cfg}
+		return sharing.Device{Name: name, Type: devices.KindMIG, UUID: uuid, ParentUUID: g0.UUID, Requests: []string{"mig"}, Config: cfg}
 	}
 
 	tests := []struct {
@@ -121,7 +122,7 @@ func TestResolveValidConfigs(t *testing.T) {
 		{"one MIG device", func() sharing.Claim {
 			cfg := &configapi.MigDeviceConfig{Sharing: &configapi.MigDeviceSharing{Strategy: configapi.MpsStrategy,
 				MpsConfig: &configapi.MpsConfig{DefaultPerDevicePinnedMemoryLimit: map[string]resource.Quantity{"0": resource.MustParse("1Gi")}}}}
-			return claimOf(sharing.Device{Name: "gpu-0-mig-0", Type: sharing.DeviceTypeMIG, UUID: "MIG-aaaa-bbbb", ParentUUID: g0.UUID, Config: cfg})
+			return claimOf(sharing.Device{Name: "gpu-0-mig-0", Type: devices.KindMIG, UUID: "MIG-aaaa-bbbb", ParentUUID: g0.UUID, Config: cfg})
 		}(), &daemonConfig{UUIDs: []string{"MIG-aaaa-bbbb"}, Names: []string{"gpu-0-mig-0"},
 			PinnedLimits: []pinnedLimit{{UUID: "MIG-aaaa-bbbb", MiB: 1024}}}},
 	}

@@ -13,9 +13,9 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
-	"github.com/gpudra/gpudra/pkg/resourceslice"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -28,7 +28,7 @@ const (
 // machine returns the GPUs of a go-nvml mock DGX H100.
 func machine(t *testing.T) *inventory.Inventory {
 	t.Helper()
-	_, inv := mockhosttest.Machine(t, "dgxh100", "mps-test")
+	_, inv := mockmachinetest.Machine(t, "dgxh100", "mps-test")
 	if len(inv.Devices) < 3 {
 		t.Fatalf("mock machine has %d GPUs, want at least 3", len(inv.Devices))
 	}
@@ -41,7 +41,7 @@ func gpuDevice(d inventory.Device, sharingCfg *configapi.GpuSharing) sharing.Dev
 	cfg.Sharing = sharingCfg
 	cfg.Normalize()
 	return sharing.Device{
-		Name: resourceslice.DeviceName(d), Type: sharing.DeviceTypeGPU, UUID: d.UUID,
+		Name: devices.GPUName(d), Type: devices.KindGPU, UUID: d.UUID,
 		Requests: []string{"gpu"}, Config: cfg,
 	}
 }

@@ -2,29 +2,28 @@
 // CUDA time-slice interval of the GPUs of a claim and restores the default
 // when the last claim that set it is unprepared.
 //
-// Manager implements sharing.Applier. It keeps no count in memory: who else
-// still uses a GPU's time slice is read from the claim checkpoint at each
-// Undo, so the counts survive a plugin restart. The claim state records a
-// claim before it calls Apply and deletes the record only after Undo; a
-// claim being undone is told apart by its UID.
+// Manager implements sharing.Applier. It keeps no count of its own: who
+// else still uses a GPU's time slice is read at each Undo from the node's
+// recorded claims (Options.Claims: the claim state's in-memory view of its
+// checkpoint, rebuilt from the checkpoint at start-up), so the counts
+// survive a plugin restart. The claim state makes a claim one of those
+// before it calls Apply and drops it only after Undo; a claim being undone
+// is told apart by its UID.
 //
 // The interval itself is set by a TimeSlicer: NvidiaSMI on a real node,
-// StateFile for mock backends.
+// a state file (package mockmachine) for mock backends.
 package timeslicing
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 
 	"k8s.io/klog/v2"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
-	"github.com/gpudra/gpudra/pkg/checkpoint"
-	"github.com/gpudra/gpudra/pkg/opaqueconfig"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -53,19 +52,19 @@ func IntervalValue(interval configapi.TimeSliceInterval) (int, error) {
 	return 0, fmt.Errorf(`sharing.timeSlicingConfig.interval %q is not supported: use "Default", "Short", "Medium" or "Long"`, interval)
 }
 
-// RecordLister lists the prepared claims; (*checkpoint.Store).List
-// implements it.
-type RecordLister func() ([]*checkpoint.ClaimRecord, []checkpoint.LoadError, error)
-
 // Options configure a Manager.
 type Options struct {
 	// Slicer sets the intervals.
 	Slicer TimeSlicer
-	// Records lists the node's prepared claims from the checkpoint.
-	Records RecordLister
-	// DriverName selects the records of this driver; records of other
-	// drivers are ignored. Empty: all records.
-	DriverName string
+	// Claims returns the node's recorded claims: every claim whose
+	// checkpoint record exists, from the moment it is written (before
+	// Apply) until it is deleted (after Undo), so including the claim
+	// being undone. They come ordered by prepare time, oldest first (ties
+	// in a fixed order): of several claims that time-slice one GPU, the
+	// last one wins. Required; (*claimstate.State).SharingClaims
+	// implements it. Undo calls it with the Manager's lock held, so it
+	// must not call into the Manager.
+	Claims func() []sharing.Claim
 }
 
 // Manager is the sharing.Applier of TimeSlicing. Safe for concurrent use:
@@ -78,8 +77,11 @@ type Manager struct {
 
 var _ sharing.Applier = (*Manager)(nil)
 
-// New returns a Manager.
+// New returns a Manager. It panics when opts.Slicer or opts.Claims is nil.
 func New(opts Options) *Manager {
+	if opts.Slicer == nil || opts.Claims == nil {
+		panic("timeslicing.New: Options.Slicer and Options.Claims are required")
+	}
 	return &Manager{opts: opts}
 }
 
@@ -112,10 +114,7 @@ func (m *Manager) Undo(ctx context.Context, c sharing.Claim) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KRef(c.Namespace, c.Name), "claimUID", c.UID)
-	others, err := m.othersByGPU(ctx, c.UID)
-	if err != nil {
-		return fmt.Errorf("%s: restoring the GPU time slice: %w", c.Ref(), err)
-	}
+	others := m.othersByGPU(c.UID)
 	var errs []error
 	for _, d := range gpus {
 		interval := configapi.DefaultTimeSlice
@@ -153,14 +152,24 @@ func timeSlicedGPUs(c sharing.Claim) []gpuInterval {
 	var out []gpuInterval
 	seen := map[string]bool{}
 	for _, d := range c.Devices {
-		cfg, ok := d.Config.(*configapi.GpuConfig)
-		if d.Type == sharing.DeviceTypeMIG || !ok || cfg == nil || !cfg.Sharing.IsTimeSlicing() || seen[d.UUID] {
+		interval, ok := timeSlice(d)
+		if !ok || seen[d.UUID] {
 			continue
 		}
 		seen[d.UUID] = true
-		out = append(out, gpuInterval{device: d, interval: cfg.Sharing.TimeSliceInterval()})
+		out = append(out, gpuInterval{device: d, interval: interval})
 	}
 	return out
+}
+
+// timeSlice returns the interval that d wants when it is a full GPU with
+// strategy TimeSlicing.
+func timeSlice(d sharing.Device) (configapi.TimeSliceInterval, bool) {
+	cfg, ok := d.Config.(*configapi.GpuConfig)
+	if d.Type == devices.KindMIG || !ok || cfg == nil || !cfg.Sharing.IsTimeSlicing() {
+		return "", false
+	}
+	return cfg.Sharing.TimeSliceInterval(), true
 }
 
 type otherClaim struct {
@@ -168,50 +177,19 @@ type otherClaim struct {
 	interval configapi.TimeSliceInterval
 }
 
-// othersByGPU reads the checkpoint and returns, per GPU UUID, the interval
-// wanted by the most recently prepared claim other than exceptUID.
-func (m *Manager) othersByGPU(ctx context.Context, exceptUID string) (map[string]otherClaim, error) {
-	records, loadErrs, err := m.opts.Records()
-	if err != nil {
-		return nil, fmt.Errorf("reading the claim checkpoint to find other claims on the GPU: %w; "+
-			"fix the checkpoint directory, the kubelet retries the unprepare", err)
-	}
-	for _, le := range loadErrs {
-		klog.FromContext(ctx).Error(le, "Skipping unreadable claim record when counting time-slice users")
-	}
-	sort.SliceStable(records, func(i, j int) bool {
-		if !records[i].PreparedAt.Equal(records[j].PreparedAt) {
-			return records[i].PreparedAt.Before(records[j].PreparedAt)
-		}
-		return records[i].ClaimUID < records[j].ClaimUID
-	})
+// othersByGPU returns, per GPU UUID, the interval wanted by the most
+// recently prepared claim other than exceptUID.
+func (m *Manager) othersByGPU(exceptUID string) map[string]otherClaim {
 	out := map[string]otherClaim{}
-	for _, rec := range records {
-		if rec.ClaimUID == exceptUID || (m.opts.DriverName != "" && rec.DriverName != "" && rec.DriverName != m.opts.DriverName) {
+	for _, c := range m.opts.Claims() { // oldest first: the last one wins
+		if c.UID == exceptUID {
 			continue
 		}
-		for _, d := range rec.Devices {
-			if interval, ok := recordedInterval(d.Config); ok {
-				out[d.UUID] = otherClaim{claimUID: rec.ClaimUID, interval: interval}
+		for _, d := range c.Devices {
+			if interval, ok := timeSlice(d); ok {
+				out[d.UUID] = otherClaim{claimUID: c.UID, interval: interval}
 			}
 		}
 	}
-	return out, nil
-}
-
-// recordedInterval decodes a recorded device config and returns its
-// time-slice interval when it is a GpuConfig with strategy TimeSlicing.
-func recordedInterval(raw json.RawMessage) (configapi.TimeSliceInterval, bool) {
-	if len(raw) == 0 {
-		return "", false
-	}
-	obj, err := opaqueconfig.Decode(raw)
-	if err != nil {
-		return "", false
-	}
-	cfg, ok := obj.(*configapi.GpuConfig)
-	if !ok || !cfg.Sharing.IsTimeSlicing() {
-		return "", false
-	}
-	return cfg.Sharing.TimeSliceInterval(), true
+	return out
 }

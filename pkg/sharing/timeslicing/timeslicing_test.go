@@ -2,16 +2,15 @@ package timeslicing
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
-	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
@@ -21,14 +20,7 @@ func gpuDevice(name, uuid, interval string) sharing.Device {
 		cfg.Sharing = &configapi.GpuSharing{Strategy: configapi.TimeSlicingStrategy,
 			TimeSlicingConfig: &configapi.TimeSlicingConfig{Interval: configapi.TimeSliceInterval(interval)}}
 	}
-	return sharing.Device{Name: name, Type: sharing.DeviceTypeGPU, UUID: uuid, Config: cfg}
-}
-
-func record(uid string, at time.Time, uuid, interval string) *checkpoint.ClaimRecord {
-	d := gpuDevice("gpu", uuid, interval)
-	raw, _ := json.Marshal(d.Config)
-	return &checkpoint.ClaimRecord{ClaimUID: uid, DriverName: "gpu.nvidia.com", PreparedAt: at,
-		Devices: []checkpoint.PreparedDevice{{Device: "gpu", UUID: uuid, Config: raw}}}
+	return sharing.Device{Name: name, Type: devices.KindGPU, UUID: uuid, Config: cfg}
 }
 
 func TestIntervalValue(t *testing.T) {
@@ -78,45 +70,18 @@ func TestNvidiaSMICommand(t *testing.T) {
 	}
 }
 
-func TestStateFile(t *testing.T) {
-	f := NewStateFile(filepath.Join(t.TempDir(), "sub", StateFileName))
+func TestManagerRestoresFromRecordedClaims(t *testing.T) {
 	ctx := context.Background()
-	if i, err := f.Interval("GPU-1"); err != nil || i != configapi.DefaultTimeSlice {
-		t.Fatalf("fresh interval = %s, %v", i, err)
-	}
-	if err := f.SetTimeSlice(ctx, "GPU-1", configapi.LongTimeSlice); err != nil {
-		t.Fatal(err)
-	}
-	// Another process (the e2e suite) reads the file.
-	if i, _ := NewStateFile(f.Path()).Interval("GPU-1"); i != configapi.LongTimeSlice {
-		t.Errorf("interval = %s, want Long", i)
-	}
-	if err := f.SetTimeSlice(ctx, "GPU-1", configapi.DefaultTimeSlice); err != nil {
-		t.Fatal(err)
-	}
-	if all, _ := f.Intervals(); len(all) != 0 {
-		t.Errorf("Default is not removed from the state: %v", all)
-	}
-	if err := f.SetTimeSlice(ctx, "GPU-1", "Bogus"); err == nil {
-		t.Error("bogus interval accepted")
-	}
-}
-
-func TestManagerRestoresFromCheckpoint(t *testing.T) {
-	ctx := context.Background()
-	f := NewStateFile(filepath.Join(t.TempDir(), StateFileName))
-	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	var records []*checkpoint.ClaimRecord
-	m := New(Options{Slicer: f, DriverName: "gpu.nvidia.com", Records: func() ([]*checkpoint.ClaimRecord, []checkpoint.LoadError, error) {
-		return records, nil, nil
-	}})
+	f := newMemSlicer()
+	var claims []sharing.Claim // the recorded claims, oldest first
+	m := New(Options{Slicer: f, Claims: func() []sharing.Claim { return claims }})
 	a := sharing.Claim{UID: "a", Devices: []sharing.Device{gpuDevice("gpu-0", "GPU-0", "Long"), gpuDevice("gpu-1", "GPU-1", "")}}
 	b := sharing.Claim{UID: "b", Devices: []sharing.Device{gpuDevice("gpu-0", "GPU-0", "Short")}}
-	records = []*checkpoint.ClaimRecord{record("a", t0, "GPU-0", "Long")}
+	claims = []sharing.Claim{a}
 	if _, err := m.Apply(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	records = append(records, record("b", t0.Add(time.Second), "GPU-0", "Short"))
+	claims = append(claims, b)
 	if _, err := m.Apply(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -133,20 +98,73 @@ func TestManagerRestoresFromCheckpoint(t *testing.T) {
 	if i, _ := f.Interval("GPU-0"); i != configapi.ShortTimeSlice {
 		t.Errorf("after undo of a: GPU-0 = %s, want Short", i)
 	}
-	records = records[1:]
-	// A new Manager (a restarted plugin) undoes b from the record alone.
-	m2 := New(Options{Slicer: f, Records: func() ([]*checkpoint.ClaimRecord, []checkpoint.LoadError, error) { return records, nil, nil }})
+	claims = claims[1:]
+	// A new Manager (a restarted plugin) undoes b from the recorded claims
+	// alone; b itself is among them until its record is deleted.
+	m2 := New(Options{Slicer: f, Claims: func() []sharing.Claim { return claims }})
 	if err := m2.Undo(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	if i, _ := f.Interval("GPU-0"); i != configapi.DefaultTimeSlice {
 		t.Errorf("after the last undo: GPU-0 = %s, want Default", i)
 	}
-	// Undo needs the checkpoint; when it cannot be read, it fails and says so.
-	m3 := New(Options{Slicer: f, Records: func() ([]*checkpoint.ClaimRecord, []checkpoint.LoadError, error) {
-		return nil, nil, errors.New("disk on fire")
-	}})
-	if err := m3.Undo(ctx, b); err == nil || !strings.Contains(err.Error(), "disk on fire") || !strings.Contains(err.Error(), "uid b") {
-		t.Errorf("undo with unreadable checkpoint: %v", err)
+}
+
+// Of several other claims on a GPU, the most recently prepared one (the
+// last of Options.Claims) gives the interval that Undo restores.
+func TestUndoRestoresTheLastPreparedClaimsInterval(t *testing.T) {
+	ctx := context.Background()
+	f := newMemSlicer()
+	older := sharing.Claim{UID: "older", Devices: []sharing.Device{gpuDevice("gpu-0", "GPU-0", "Long")}}
+	newer := sharing.Claim{UID: "newer", Devices: []sharing.Device{gpuDevice("gpu-0", "GPU-0", "Medium")}}
+	gone := sharing.Claim{UID: "gone", Devices: []sharing.Device{gpuDevice("gpu-0", "GPU-0", "Short")}}
+	m := New(Options{Slicer: f, Claims: func() []sharing.Claim { return []sharing.Claim{older, newer, gone} }})
+	if _, err := m.Apply(ctx, gone); err != nil {
+		t.Fatal(err)
 	}
+	if err := m.Undo(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if i, _ := f.Interval("GPU-0"); i != configapi.MediumTimeSlice {
+		t.Errorf("after undo: GPU-0 = %s, want Medium (the newer remaining claim's)", i)
+	}
+}
+
+func TestNewRequiresClaims(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("New without Options.Claims did not panic")
+		}
+	}()
+	New(Options{Slicer: newMemSlicer()})
+}
+
+// memSlicer is a TimeSlicer that keeps the intervals in memory.
+type memSlicer struct {
+	mu        sync.Mutex
+	intervals map[string]configapi.TimeSliceInterval
+}
+
+func newMemSlicer() *memSlicer {
+	return &memSlicer{intervals: map[string]configapi.TimeSliceInterval{}}
+}
+
+func (m *memSlicer) SetTimeSlice(_ context.Context, gpuUUID string, interval configapi.TimeSliceInterval) error {
+	if _, err := IntervalValue(interval); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.intervals[gpuUUID] = interval
+	return nil
+}
+
+// Interval is the GPU's interval; Default when never set.
+func (m *memSlicer) Interval(gpuUUID string) (configapi.TimeSliceInterval, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i, ok := m.intervals[gpuUUID]; ok && i != "" {
+		return i, nil
+	}
+	return configapi.DefaultTimeSlice, nil
 }

@@ -1,0 +1,166 @@
+// Package devices names the node's preparable devices: the full GPUs and
+// the MIG devices that the driver publishes in its ResourceSlices and
+// prepares for claims. It is the one vocabulary that slices, claim state,
+// sharing and health use for a device: its name, its kind, its UUID and,
+// for a MIG device, its parent GPU.
+//
+// A GPU in MIG mode is not preparable as a whole: its MIG devices are. Each
+// preparable device has its own UUID ("GPU-..." or "MIG-...") and belongs to
+// one physical GPU (itself, or the MIG device's parent), whose health it
+// shares.
+//
+// The package is pure: it reads an inventory and touches nothing else.
+package devices
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+)
+
+// Kind is what a preparable device is; its values are those of the
+// ResourceSlice attribute "type".
+type Kind string
+
+const (
+	// KindGPU is a full GPU (not in MIG mode).
+	KindGPU Kind = "gpu"
+	// KindMIG is a MIG device of a GPU in MIG mode.
+	KindMIG Kind = "mig"
+)
+
+// GPUName returns the full GPU's device name in the ResourceSlice,
+// "gpu-<index>". It is a DNS label and, because NVML indexes are unique on
+// a node, unique in the node's pool. The name is stable across plugin
+// restarts as long as NVML enumerates the GPU at the same index.
+func GPUName(d inventory.Device) string {
+	return "gpu-" + strconv.Itoa(d.Index)
+}
+
+// MIGName returns the MIG device's name in the ResourceSlice:
+// "gpu-<parent index>-mig-<profile>-<GPU instance ID>", e.g.
+// "gpu-0-mig-1g10gb-0", with "-<compute instance ID>" appended when the
+// compute instance is not the first of its GPU instance. The profile keeps
+// only its letters and digits, so the name is a DNS label; it is unique on
+// the node because instance IDs are unique per GPU, and stable for as long
+// as the MIG device exists.
+func MIGName(m inventory.MIGDevice) string {
+	var profile strings.Builder
+	for _, r := range strings.ToLower(m.Profile) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			profile.WriteRune(r)
+		}
+	}
+	name := fmt.Sprintf("gpu-%d-mig-%s-%d", m.ParentIndex, profile.String(), m.GPUInstanceID)
+	if m.ComputeInstanceID != 0 {
+		name += fmt.Sprintf("-%d", m.ComputeInstanceID)
+	}
+	return name
+}
+
+// Device is one preparable device of the node.
+type Device struct {
+	// Name is the device's name in the ResourceSlice: GPUName or MIGName.
+	Name string
+	// Kind is KindGPU or KindMIG.
+	Kind Kind
+	// UUID is the device's own UUID: "GPU-..." for a full GPU, "MIG-..."
+	// for a MIG device.
+	UUID string
+	// ParentUUID is the UUID of the GPU a MIG device belongs to; empty for
+	// a full GPU.
+	ParentUUID string
+	// GPU is the physical GPU: the device itself, or the MIG device's
+	// parent.
+	GPU inventory.Device
+	// MIG is the MIG device; nil for a full GPU. It points into the Set
+	// and must not be modified.
+	MIG *inventory.MIGDevice
+}
+
+// GPUUUID returns the UUID of the physical GPU: the parent's for a MIG
+// device, the device's own for a full GPU.
+func (d Device) GPUUUID() string {
+	if d.ParentUUID != "" {
+		return d.ParentUUID
+	}
+	return d.UUID
+}
+
+// Set is the node's preparable devices. It is immutable, and safe for
+// concurrent use. Build it with FromInventory.
+type Set struct {
+	all    []Device
+	byName map[string]int // index in all
+}
+
+// FromInventory returns the preparable devices of inv in publication order:
+// the GPUs not in MIG mode in inv.Devices order, then the MIG devices in
+// inv.MIGDevices order. A MIG device whose parent is not in inv.Devices is
+// left out (Discover never returns one). A nil inv gives an empty Set. The
+// Set copies what it keeps of inv.
+func FromInventory(inv *inventory.Inventory) *Set {
+	s := &Set{byName: map[string]int{}}
+	if inv == nil {
+		return s
+	}
+	s.all = make([]Device, 0, len(inv.Devices)+len(inv.MIGDevices))
+	for _, d := range inv.Devices {
+		if d.MIGEnabled {
+			continue // preparable through its MIG devices
+		}
+		s.add(Device{Name: GPUName(d), Kind: KindGPU, UUID: d.UUID, GPU: d})
+	}
+	for _, m := range inv.MIGDevices {
+		parent, ok := inv.DeviceByUUID(m.ParentUUID)
+		if !ok {
+			continue
+		}
+		mig := m
+		s.add(Device{Name: MIGName(m), Kind: KindMIG, UUID: m.UUID, ParentUUID: m.ParentUUID, GPU: parent, MIG: &mig})
+	}
+	return s
+}
+
+func (s *Set) add(d Device) {
+	s.byName[d.Name] = len(s.all)
+	s.all = append(s.all, d)
+}
+
+// Get returns the device with the given ResourceSlice name.
+func (s *Set) Get(name string) (Device, bool) {
+	i, ok := s.byName[name]
+	if !ok {
+		return Device{}, false
+	}
+	return s.all[i], true
+}
+
+// All returns the devices in publication order, in a new slice.
+func (s *Set) All() []Device {
+	return append([]Device(nil), s.all...)
+}
+
+// Names returns the devices' names in publication order.
+func (s *Set) Names() []string {
+	out := make([]string, 0, len(s.all))
+	for _, d := range s.all {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+// OfGPU returns the preparable devices of the physical GPU with the given
+// UUID, in publication order: the GPU itself, or its MIG devices when it is
+// in MIG mode. They share the GPU's health. An unknown UUID gives none.
+func (s *Set) OfGPU(gpuUUID string) []Device {
+	var out []Device
+	for _, d := range s.all {
+		if d.GPUUUID() == gpuUUID {
+			out = append(out, d)
+		}
+	}
+	return out
+}
