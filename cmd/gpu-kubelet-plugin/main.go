@@ -17,11 +17,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
-	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/flagenv"
 	"github.com/gpudra/gpudra/pkg/health"
-	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/kubeclient"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -48,31 +47,20 @@ func run(args []string) error {
 	f := flagenv.New(fs)
 	f.String(&o.cfg.NodeName, "node-name", "NODE_NAME", "", "name of this node; the pool of its devices")
 	f.String(&o.cfg.DriverName, "driver-name", "DRIVER_NAME", "gpu.nvidia.com", "DRA driver name")
-	f.String(&o.cfg.NVMLBackend, "nvml", "NVML_BACKEND", inventory.BackendReal,
-		fmt.Sprintf("NVML backend: %q for the NVIDIA driver, or a mock machine for nodes without GPUs: mock:%v", inventory.BackendReal, inventory.MockMachines()))
-	f.String(&o.cfg.DriverRoot, "driver-root", "NVIDIA_DRIVER_ROOT", "/", "root of the NVIDIA driver installation: / on the host, /run/nvidia/driver with the GPU Operator's driver container")
-	f.String(&o.cfg.HostDriverRoot, "host-driver-root", "HOST_DRIVER_ROOT", "", "the driver root as the host sees it, when this process sees it elsewhere (a container mounting the host's / at /driver-root); empty: same as --driver-root")
-	f.String(&o.cfg.MockHostRoot, "mock-host-root", "MOCK_HOST_ROOT", "", "with a mock NVML backend: directory, at the same path on the host, where the plugin lays out mock driver files and device nodes and which it then uses as driver root")
-	f.String(&o.cfg.InstallHookFrom, "install-cdi-hook-from", "INSTALL_CDI_HOOK_FROM", "", "copy this nvidia-cdi-hook binary to --nvidia-cdi-hook-path at start (from the image to the host)")
-	f.String(&o.cfg.DevRoot, "dev-root", "NVIDIA_DEV_ROOT", "", "root under which the driver's device nodes are; empty: the driver root if it has dev/nvidiactl, else /")
-	f.String(&o.cfg.CDIRoot, "cdi-root", "CDI_ROOT", "/var/run/cdi", "CDI spec directory read by the container runtime")
-	f.String(&o.cfg.HookPath, "nvidia-cdi-hook-path", "NVIDIA_CDI_HOOK_PATH", cdi.DefaultHookPath, "host path of nvidia-cdi-hook, named in the CDI specs")
-	f.String(&o.cfg.KubeletRegistrarDir, "kubelet-registrar-directory-path", "KUBELET_REGISTRAR_DIRECTORY_PATH", "/var/lib/kubelet/plugins_registry", "kubelet plugin registration directory")
-	f.String(&o.cfg.KubeletPluginsDir, "kubelet-plugins-directory-path", "KUBELET_PLUGINS_DIRECTORY_PATH", "/var/lib/kubelet/plugins", "kubelet plugins directory; the plugin keeps its socket and checkpoint in <this>/<driver name>")
+	o.cfg.Node.AddFlags(f, node.Locate|node.CDI|node.HookInstall)
+	f.String(&o.cfg.Kubelet.RegistrarDir, "kubelet-registrar-directory-path", "KUBELET_REGISTRAR_DIRECTORY_PATH", "/var/lib/kubelet/plugins_registry", "kubelet plugin registration directory")
+	f.String(&o.cfg.Kubelet.PluginsDir, "kubelet-plugins-directory-path", "KUBELET_PLUGINS_DIRECTORY_PATH", "/var/lib/kubelet/plugins", "kubelet plugins directory; the plugin keeps its socket and checkpoint in <this>/<driver name>")
 	f.String(&o.podUID, "pod-uid", "POD_UID", "", "UID of the plugin's pod; enables seamless rolling updates (set from the downward API)")
-	f.String(&o.cfg.MetricsAddress, "metrics-address", "METRICS_ADDRESS", ":8080", "address of the /metrics, /healthz and /readyz endpoints; empty turns them off")
+	f.String(&o.cfg.Metrics.Address, "metrics-address", "METRICS_ADDRESS", ":8080", "address of the /metrics, /healthz and /readyz endpoints; empty turns them off")
 	f.String(&o.kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig file; empty: in-cluster configuration")
-	fs.BoolVar(&o.cfg.Profiling, "profiling", false, "also serve Go's /debug/pprof/ on --metrics-address")
-	f.Bind("profiling", "PROFILING")
+	f.Bool(&o.cfg.Metrics.Profiling, "profiling", "PROFILING", false, "also serve Go's /debug/pprof/ on --metrics-address")
 	f.Float64(&o.kubeAPIQPS, "kube-api-qps", "KUBE_API_QPS", 200, "QPS of the API client; the kubelet plugin helper GETs every claim before a prepare, so this bounds prepares per second")
 	f.Int(&o.kubeAPIBurst, "kube-api-burst", "KUBE_API_BURST", 400, "burst of the API client")
-	var healthResend string
-	f.String(&healthResend, "health-resend-interval", "HEALTH_RESEND_INTERVAL", "15s", "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
-	var driverWatch string
-	f.String(&driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", "30s", "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
+	f.Duration(&o.cfg.Health.ResendInterval, "health-resend-interval", "HEALTH_RESEND_INTERVAL", 15*time.Second, "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
+	f.Duration(&o.cfg.DriverWatchInterval, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
 	var healthFlags health.Flags
 	healthFlags.AddFlags(fs, f)
-	f.String(&o.cfg.TaintEffect, "health-taint-effect", "HEALTH_TAINT_EFFECT", "NoSchedule", "effect of the taint on unhealthy GPUs: NoSchedule, or NoExecute to also evict the pods using them (unmonitored GPUs always get NoSchedule)")
+	f.String(&o.cfg.Health.TaintEffect, "health-taint-effect", "HEALTH_TAINT_EFFECT", "NoSchedule", "effect of the taint on unhealthy GPUs: NoSchedule, or NoExecute to also evict the pods using them (unmonitored GPUs always get NoSchedule)")
 	f.String(&o.cfg.MPS.DaemonImage, "mps-daemon-image", "MPS_DAEMON_IMAGE", "", "image of the per-claim MPS control daemon pods (the driver image); empty turns MPS sharing off")
 	f.String(&o.cfg.MPS.BaseDir, "mps-base-dir", "MPS_BASE_DIR", "/var/lib/gpudra/mps", "host directory of the claims' MPS pipe, log and shm directories; the plugin must see it at the same path")
 	f.String(&o.cfg.MPS.Namespace, "namespace", "POD_NAMESPACE", "", "the plugin's namespace, in which it runs the MPS control daemon pods (set from the downward API)")
@@ -84,21 +72,18 @@ func run(args []string) error {
 		}
 		return err
 	}
-	d, err := time.ParseDuration(healthResend)
-	if err != nil || d <= 0 || d >= 30*time.Second {
-		return fmt.Errorf("--health-resend-interval=%q: want a duration between 0 and 30s", healthResend)
+	if d := o.cfg.Health.ResendInterval; d <= 0 || d >= 30*time.Second {
+		return fmt.Errorf("--health-resend-interval=%s: want a duration between 0 and 30s", d)
 	}
-	o.cfg.HealthResendInterval = d
-	if o.cfg.DriverWatchInterval, err = time.ParseDuration(driverWatch); err != nil || o.cfg.DriverWatchInterval < 0 {
-		return fmt.Errorf("--driver-watch-interval=%q: want a duration such as 30s, or 0", driverWatch)
+	if o.cfg.DriverWatchInterval < 0 {
+		return fmt.Errorf("--driver-watch-interval=%s: want a duration such as 30s, or 0", o.cfg.DriverWatchInterval)
 	}
-	o.cfg.PodUID = types.UID(o.podUID)
+	o.cfg.Kubelet.PodUID = types.UID(o.podUID)
 	healthOpts, err := healthFlags.Options()
 	if err != nil {
 		return err
 	}
-	o.cfg.HealthMonitor, o.cfg.AdditionalIgnoredXIDs, o.cfg.ReplaceIgnoredXIDs, o.cfg.HealthRecoveryPeriod =
-		healthFlags.Enabled, healthOpts.AdditionalIgnoredXIDs, healthOpts.ReplaceIgnoredXIDs, healthOpts.RecoveryPeriod
+	o.cfg.Health.Enabled, o.cfg.Health.Monitor = healthFlags.Enabled, healthOpts
 
 	client, err := newClient(o)
 	if err != nil {

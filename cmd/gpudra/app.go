@@ -11,7 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/flagenv"
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/node"
 )
 
 // Exit codes.
@@ -85,18 +85,18 @@ func commandName(args []string) (string, []string) {
 	return args[0], args[1:]
 }
 
-// hostFlags are the flags every host-facing command shares, with the
-// plugins' environment variables.
+// hostFlags are the flags every host-facing command shares: the node's
+// flag group (node.Flags, the plugins' flags and environment variables),
+// the host root and the node name.
 type hostFlags struct {
-	hostRoot     string
-	nvmlBackend  string
-	driverRoot   string
-	mockHostRoot string
-	nodeName     string
+	node     node.Flags
+	hostRoot string
+	nodeName string
 }
 
-// newFlagSet returns a command's flag set with the shared flags and -v.
-func newFlagSet(name string, stderr io.Writer, h *hostFlags) (*flag.FlagSet, *flagenv.Set) {
+// newFlagSet returns a command's flag set with -v and, when h is set, the
+// shared flags of groups.
+func newFlagSet(name string, stderr io.Writer, h *hostFlags, groups node.FlagGroup) (*flag.FlagSet, *flagenv.Set) {
 	fs := flag.NewFlagSet("gpudra "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f := flagenv.New(fs)
@@ -105,14 +105,25 @@ func newFlagSet(name string, stderr io.Writer, h *hostFlags) (*flag.FlagSet, *fl
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity (logs go to stderr)")
 	f.Bind("v", "VERBOSITY")
 	if h != nil {
-		f.String(&h.hostRoot, "host-root", "HOST_ROOT", "/", "where the host's / is seen: host paths (configs, /dev, CDI spec directories, paths named in specs) are read under it; /host in the chart's init container")
-		f.String(&h.nvmlBackend, "nvml", "NVML_BACKEND", inventory.BackendReal,
-			fmt.Sprintf("NVML backend: %q for the NVIDIA driver, or a mock machine: mock:%v", inventory.BackendReal, inventory.MockMachines()))
-		f.String(&h.driverRoot, "driver-root", "NVIDIA_DRIVER_ROOT", "/", "where this process sees the NVIDIA driver installation (not under --host-root): / for a host install, /run/nvidia/driver with the GPU Operator's driver container")
-		f.String(&h.mockHostRoot, "mock-host-root", "MOCK_HOST_ROOT", "", "with a mock NVML backend: the host directory (under --host-root) where the plugin lays out the mock driver; it is then driver root and device root")
+		f.String(&h.hostRoot, "host-root", "HOST_ROOT", "/", "where the host's / is seen: host paths (configs, /dev, CDI spec directories, paths named in specs, --mock-host-root) are read under it; /host in the chart's init container")
+		h.node.AddFlags(f, groups)
 		f.String(&h.nodeName, "node-name", "NODE_NAME", "", "node name; seeds the mock GPUs' UUIDs as in the plugin")
 	}
 	return fs, f
+}
+
+// openNode opens the node as the plugins do, without changing anything on
+// it (node.HostTool).
+func (h *hostFlags) openNode(ctx context.Context, edits bool) (*node.Node, error) {
+	return node.Open(ctx, h.node, node.Options{Mode: node.HostTool, Seed: h.nodeName, HostRoot: h.hostRoot, Edits: edits})
+}
+
+// validate turns the node flags' usage errors into errUsage.
+func (h *hostFlags) validate() error {
+	if err := h.node.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
 }
 
 // parse parses args and refuses positional arguments.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -15,21 +14,21 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/durable"
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/node"
 )
 
 // runCDIGenerate writes the host-wide spec of kind nvidia.com/gpu for the
 // GPUs of this host, from the same driver discovery the plugins use.
 func runCDIGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	var h hostFlags
-	var output, format, hostDriverRoot, devRoot, hookPath string
-	fs, f := newFlagSet("cdi generate", stderr, &h)
+	var output, format string
+	fs, f := newFlagSet("cdi generate", stderr, &h, node.Locate|node.CDI)
 	fs.StringVar(&output, "output", "", "write the spec to FILE (atomically and durably; e.g. /etc/cdi/nvidia.yaml); empty: standard output")
 	fs.StringVar(&format, "format", "", "yaml or json; empty: from the extension of --output, yaml on standard output")
-	f.String(&hostDriverRoot, "host-driver-root", "HOST_DRIVER_ROOT", "", "the driver root as the host sees it, when this process sees it elsewhere; empty: same as --driver-root")
-	f.String(&devRoot, "dev-root", "NVIDIA_DEV_ROOT", "", "root under which the driver's device nodes are; empty: the driver root if it has dev/nvidiactl, else /")
-	f.String(&hookPath, "nvidia-cdi-hook-path", "NVIDIA_CDI_HOOK_PATH", cdi.DefaultHookPath, "host path of nvidia-cdi-hook, named in the spec")
 	if err := parse(f, fs, args); err != nil {
+		return exitUsage, err
+	}
+	if err := h.validate(); err != nil {
 		return exitUsage, err
 	}
 	format, err := specFormat(format, output)
@@ -39,30 +38,12 @@ func runCDIGenerate(ctx context.Context, args []string, stdout, stderr io.Writer
 	ctx = logContext(ctx, "cdi-generate")
 	logger := klog.FromContext(ctx)
 
-	driverRoot := h.driverRoot
-	if h.mockHostRoot != "" {
-		if !strings.HasPrefix(h.nvmlBackend, "mock:") {
-			return exitUsage, fmt.Errorf("%w: --mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", errUsage, h.nvmlBackend)
-		}
-		driverRoot = filepath.Join(h.hostRoot, h.mockHostRoot)
-		hostDriverRoot, devRoot = h.mockHostRoot, driverRoot
-		if _, err := os.Stat(driverRoot); err != nil {
-			return exitFail, fmt.Errorf("mock host root %s: %w (the plugin lays it out when it starts; start it once, or pass the right --mock-host-root)", h.mockHostRoot, err)
-		}
-	}
-	lib, err := inventory.Open(h.nvmlBackend, driverRoot, h.nodeName)
+	n, err := h.openNode(ctx, true)
 	if err != nil {
 		return exitFail, err
 	}
-	defer func() { _ = lib.Shutdown() }()
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		return exitFail, err
-	}
-	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: driverRoot, HostDriverRoot: hostDriverRoot, DevRoot: devRoot, HookPath: hookPath}, inv.UUIDs())
-	if err != nil {
-		return exitFail, err
-	}
+	defer n.Close()
+	inv, edits := n.Inventory, n.Edits
 	spec, err := cdi.HostSpec(inv, edits, cdi.HostSpecOptions{})
 	if err != nil {
 		return exitFail, err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/doctor"
 	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/node"
 )
 
 const defaultCDIDirs = "/etc/cdi,/var/run/cdi"
@@ -47,7 +48,7 @@ func runCDIList(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 	var h hostFlags
 	var dirs, device string
 	var asJSON bool
-	fs, f := newFlagSet("cdi list", stderr, &h)
+	fs, f := newFlagSet("cdi list", stderr, &h, node.Locate)
 	addCDIDirsFlag(f, &dirs)
 	fs.StringVar(&device, "device", "", "show only this device (nvidia.com/gpu=0) or the devices of this kind (nvidia.com/gpu); exit 1 when none resolves")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON document")

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/gpudra/gpudra/pkg/doctor"
+	"github.com/gpudra/gpudra/pkg/node"
 )
 
 // runDoctor checks the node and prints the report; the exit code is 1 when
@@ -16,11 +16,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) (in
 	var cfg doctor.Config
 	var dirs string
 	var asJSON bool
-	fs, f := newFlagSet("doctor", stderr, &h)
+	fs, f := newFlagSet("doctor", stderr, &h, node.Locate|node.CDI)
 	addCDIDirsFlag(f, &dirs)
-	f.String(&cfg.CDIRoot, "cdi-root", "CDI_ROOT", "/var/run/cdi", "the host directory where the plugin writes its CDI specs: the runtime must read it")
 	f.String(&cfg.DriverName, "driver-name", "DRIVER_NAME", "gpu.nvidia.com", "DRA driver name: specs of kind k8s.<name>/* are the plugin's")
-	f.String(&cfg.DevRoot, "dev-root", "NVIDIA_DEV_ROOT", "", "host directory under which dev/nvidia* are; empty: /")
 	f.String(&cfg.ContainerdConfig, "containerd-config", "CONTAINERD_CONFIG", "/etc/containerd/config.toml", "host path of containerd's config")
 	fs.BoolVar(&cfg.PreStart, "pre-start", false, "the doctor runs right before the plugin starts (the chart's init container): problems of the plugin's own CDI specs, which it rewrites at start, are warnings")
 	f.Bind("pre-start", "DOCTOR_PRE_START")
@@ -28,13 +26,15 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) (in
 	if err := parse(f, fs, args); err != nil {
 		return exitUsage, err
 	}
-	if h.mockHostRoot != "" && !strings.HasPrefix(h.nvmlBackend, "mock:") {
-		return exitUsage, fmt.Errorf("%w: --mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", errUsage, h.nvmlBackend)
+	if err := h.validate(); err != nil {
+		return exitUsage, err
 	}
 	cfg.HostRoot = h.hostRoot
-	cfg.NVMLBackend = h.nvmlBackend
-	cfg.DriverRoot = h.driverRoot
-	cfg.MockHostRoot = h.mockHostRoot
+	cfg.NVMLBackend = h.node.NVML
+	cfg.DriverRoot = h.node.DriverRoot
+	cfg.DevRoot = h.node.DevRoot
+	cfg.MockHostRoot = h.node.MockHostRoot
+	cfg.CDIRoot = h.node.CDIRoot
 	cfg.Seed = h.nodeName
 	cfg.CDIDirs = splitList(dirs)
 

@@ -11,25 +11,25 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/doctor"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 const mockRoot = "/var/lib/gpudra/mock"
 
 // node is a fake host root: a mock dgxh100 laid out by the plugin's mock
 // host code under /var/lib/gpudra/mock, containerd 2.x, the hook installed.
-type node struct {
+type fakeNode struct {
 	t    *testing.T
 	root string
 	uuid string // of GPU 1
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t *testing.T) *fakeNode {
 	t.Helper()
-	_, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	_, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	root := t.TempDir()
-	mockhosttest.Host(t, filepath.Join(root, mockRoot), inv)
-	n := &node{t: t, root: root, uuid: inv.Devices[1].UUID}
+	mockmachinetest.Host(t, filepath.Join(root, mockRoot), inv)
+	n := &fakeNode{t: t, root: root, uuid: inv.Devices[1].UUID}
 	n.write("/etc/containerd/config.toml", "version = 3\n", 0o644)
 	n.write(cdi.DefaultHookPath, "hook", 0o755)
 	for _, d := range []string{"/etc/cdi", "/var/run/cdi"} {
@@ -40,7 +40,7 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
-func (n *node) write(p, content string, mode os.FileMode) {
+func (n *fakeNode) write(p, content string, mode os.FileMode) {
 	n.t.Helper()
 	if err := os.MkdirAll(filepath.Dir(filepath.Join(n.root, p)), 0o755); err != nil {
 		n.t.Fatal(err)
@@ -51,7 +51,7 @@ func (n *node) write(p, content string, mode os.FileMode) {
 }
 
 // gpudra runs the command with the node's flags appended.
-func (n *node) gpudra(args ...string) (code int, stdout, stderr string) {
+func (n *fakeNode) gpudra(args ...string) (code int, stdout, stderr string) {
 	n.t.Helper()
 	if len(args) > 0 && args[0] != "version" {
 		args = append(args, "--host-root="+n.root, "--nvml=mock:dgxh100", "--node-name=node-a", "--mock-host-root="+mockRoot)

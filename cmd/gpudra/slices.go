@@ -11,7 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/kubeclient"
-	"github.com/gpudra/gpudra/pkg/resourceslice"
+	"github.com/gpudra/gpudra/pkg/publisher"
 )
 
 // newKubeClient is the API client of the cluster commands; tests replace it.
@@ -32,7 +32,7 @@ var newKubeClient = func(kubeconfig string) (kubernetes.Interface, error) {
 func runSlicesDelete(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	var driver, kubeconfig, namespace, selector string
 	var timeout time.Duration
-	fs, f := newFlagSet("slices delete", stderr, nil)
+	fs, f := newFlagSet("slices delete", stderr, nil, 0)
 	f.String(&driver, "driver", "DRIVER_NAME", "gpu.nvidia.com", "DRA driver whose ResourceSlices to delete")
 	f.String(&kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig file; empty: in-cluster configuration")
 	f.String(&namespace, "namespace", "POD_NAMESPACE", "", "namespace of the plugin pods to wait for")
@@ -51,7 +51,7 @@ func runSlicesDelete(ctx context.Context, args []string, stdout, stderr io.Write
 			return exitFail, err
 		}
 	}
-	n, err := resourceslice.DeleteDriverSlices(ctx, client, driver)
+	n, err := publisher.DeleteDriverSlices(ctx, client, driver)
 	if err != nil {
 		return exitFail, err
 	}

@@ -11,7 +11,7 @@ import (
 var version = "dev"
 
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	fs, f := newFlagSet("version", stderr, nil)
+	fs, f := newFlagSet("version", stderr, nil, 0)
 	if err := parse(f, fs, args); err != nil {
 		return exitUsage, err
 	}

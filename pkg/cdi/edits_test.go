@@ -12,8 +12,8 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 // mockDriver is a mock dgxh100 with its host files laid out in a temp dir.
@@ -25,9 +25,9 @@ type mockDriver struct {
 
 func newMockDriver(t testing.TB) *mockDriver {
 	t.Helper()
-	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	lib, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	root := t.TempDir()
-	mockhosttest.Host(t, root, inv)
+	mockmachinetest.Host(t, root, inv)
 	_, ctx := ktesting.NewTestContext(t)
 	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: root, HookPath: "/usr/local/bin/nvidia-cdi-hook"}, inv.UUIDs())
 	if err != nil {
@@ -54,13 +54,13 @@ func TestEditsCommonNameDriverFilesOfRunningVersion(t *testing.T) {
 		mounts[mnt.ContainerPath] = mnt.HostPath
 	}
 	for _, lib := range []string{"libcuda.so.", "libnvidia-ml.so.", "libnvidia-ptxjitcompiler.so."} {
-		cpath := filepath.Join("/", mockhost.LibDir, lib+m.inv.DriverVersion)
+		cpath := filepath.Join("/", mockmachine.LibDir, lib+m.inv.DriverVersion)
 		host, ok := mounts[cpath]
 		if !ok {
 			t.Errorf("no mount of %s in %v", cpath, mounts)
 			continue
 		}
-		if host != filepath.Join(m.root, mockhost.LibDir, lib+m.inv.DriverVersion) {
+		if host != filepath.Join(m.root, mockmachine.LibDir, lib+m.inv.DriverVersion) {
 			t.Errorf("mount %s comes from %s, want it under the driver root %s", cpath, host, m.root)
 		}
 	}
@@ -102,7 +102,7 @@ func TestEditsDeviceHasItsOwnNodeOnly(t *testing.T) {
 }
 
 func TestNewEditsFailsOnUnusableDriverRoot(t *testing.T) {
-	lib, err := inventory.NewMock("dgxh100", "x")
+	lib, err := mockmachine.New("dgxh100", "x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,9 +140,9 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // TestHostDriverRootRewritesHostPaths covers a plugin container that sees
 // the host's driver root at a mount point of its own.
 func TestHostDriverRootRewritesHostPaths(t *testing.T) {
-	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	lib, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	mounted := t.TempDir() // the host's /run/nvidia/driver, as the container sees it
-	mockhosttest.Host(t, mounted, inv)
+	mockmachinetest.Host(t, mounted, inv)
 	_, ctx := ktesting.NewTestContext(t)
 	e, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: mounted, HostDriverRoot: "/run/nvidia/driver"}, []string{inv.Devices[0].UUID})
 	if err != nil {

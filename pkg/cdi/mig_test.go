@@ -11,8 +11,8 @@ import (
 	"tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/gpudra/gpudra/pkg/cdi"
-	"github.com/gpudra/gpudra/pkg/mockhost"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 func TestParseMIGCaps(t *testing.T) {
@@ -56,9 +56,9 @@ func TestMIGDeviceEditsFollowParentHostPrefix(t *testing.T) {
 // TestWithMIGOnMockHost generates MIG edits with nvcdi's GPU edits on a
 // mock dgxa100-mig host, puts them into a claim spec and validates it.
 func TestWithMIGOnMockHost(t *testing.T) {
-	lib, inv := mockhosttest.Machine(t, "dgxa100-mig", "node-a")
+	lib, inv := mockmachinetest.Machine(t, "dgxa100-mig", "node-a")
 	root := t.TempDir()
-	mockhosttest.Host(t, root, inv)
+	mockmachinetest.Host(t, root, inv)
 	_, ctx := ktesting.NewTestContext(t)
 	var uuids []string
 	for _, d := range inv.Devices {
@@ -72,11 +72,11 @@ func TestWithMIGOnMockHost(t *testing.T) {
 	for _, m := range inv.MIGDevices {
 		migs = append(migs, cdi.MIGDevice{UUID: m.UUID, ParentUUID: m.ParentUUID, ParentMinor: m.ParentMinor, GPUInstanceID: m.GPUInstanceID, ComputeInstanceID: m.ComputeInstanceID})
 	}
-	edits, err := cdi.WithMIG(base, migs, filepath.Join(root, mockhost.MIGMinorsFile))
+	edits, err := cdi.WithMIG(base, migs, filepath.Join(root, mockmachine.MIGMinorsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	caps := mockhost.MIGCapMinors(inv)
+	caps := mockmachine.MIGCapMinors(inv)
 	m := inv.MIGDevices[3]
 	e, err := edits.Device(m.UUID)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 type testEnv struct {
@@ -33,13 +33,13 @@ type testEnv struct {
 // out the mock host and computes the CDI edits (skipping without CAP_MKNOD).
 func newEnv(t testing.TB, withCDI bool) *testEnv {
 	t.Helper()
-	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	lib, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	e := &testEnv{inv: inv, lib: lib}
 	if !withCDI {
 		return e
 	}
 	e.root = t.TempDir()
-	mockhosttest.Host(t, e.root, inv)
+	mockmachinetest.Host(t, e.root, inv)
 	_, ctx := ktesting.NewTestContext(t)
 	var err error
 	e.edits, err = cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: e.root, HookPath: "/usr/local/bin/nvidia-cdi-hook"}, inv.UUIDs())

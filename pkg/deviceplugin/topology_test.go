@@ -10,7 +10,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 // nvlinkMachine is 4 GPUs on one NUMA node, all under one host bridge, with
@@ -80,7 +80,7 @@ func TestPreferredAllocationFollowsNVLinks(t *testing.T) {
 func TestTopologyFallsBackToNUMAOnMockPanics(t *testing.T) {
 	// The go-nvml mock machines panic for unimplemented methods (common
 	// ancestors, NVLinks); NUMA still counts.
-	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	lib, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	logger, _ := ktesting.NewTestContext(t)
 	topo := readTopology(logger, lib, inv.Devices)
 	if !slices.Equal(topo.sources, []string{"numa"}) {

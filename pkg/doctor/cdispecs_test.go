@@ -10,7 +10,7 @@ import (
 	"tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/gpudra/gpudra/pkg/cdi"
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 const oldDriver = "535.104.05"
@@ -18,7 +18,7 @@ const oldDriver = "535.104.05"
 // hostSpec is the spec `gpudra cdi generate` writes for the fake host.
 func hostSpec(t *testing.T, h *fakeHost) specs.Spec {
 	t.Helper()
-	lib, err := inventory.NewMock("dgxh100", "node-a")
+	lib, err := mockmachine.New("dgxh100", "node-a")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,14 @@ import (
 // be character devices on the host, or containers get no GPU.
 func checkDeviceNodes(e *env) Result {
 	const check = "driver/device-nodes"
-	devRoot := e.cfg.DevRoot
-	if e.mock {
+	// Host paths (the mock host root, the host's /) are read under the host
+	// root; an explicit --dev-root is where this process sees them.
+	devRoot, stat := "/", e.host.stat
+	switch {
+	case e.mock:
 		devRoot = e.cfg.MockHostRoot
+	case e.cfg.DevRoot != "":
+		devRoot, stat = e.cfg.DevRoot, os.Stat
 	}
 	names := []string{"nvidiactl", "nvidia-uvm"}
 	if e.driver != nil {
@@ -24,7 +29,7 @@ func checkDeviceNodes(e *env) Result {
 	var missing, wrong []string
 	for _, n := range names {
 		p := filepath.Join(devRoot, "dev", n)
-		info, err := e.host.stat(p)
+		info, err := stat(p)
 		switch {
 		case err != nil:
 			missing = append(missing, p)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/node"
 )
 
 // Status is the verdict of one check.
@@ -48,7 +49,7 @@ type Config struct {
 	// HostRoot is where this process sees the host's /; every host path is
 	// read under it. Empty means "/".
 	HostRoot string
-	// NVMLBackend is inventory.BackendReal or "mock:<machine>".
+	// NVMLBackend is the --nvml value (node.ParseBackend).
 	NVMLBackend string
 	// Seed makes mock UUIDs match the plugin's (the node name).
 	Seed string
@@ -56,8 +57,9 @@ type Config struct {
 	// under HostRoot: the chart mounts it at /driver-root). Ignored with
 	// MockHostRoot.
 	DriverRoot string
-	// DevRoot is the host directory under which dev/nvidia* are; empty
-	// means "/". Ignored with MockHostRoot.
+	// DevRoot is where this process sees the root under which dev/nvidia*
+	// are (the meaning of --dev-root in every binary); empty means the
+	// host's /, read under HostRoot. Ignored with MockHostRoot.
 	DevRoot string
 	// MockHostRoot is the host directory where the plugin lays out the mock
 	// driver (with a mock backend). It is both driver root and device root,
@@ -131,9 +133,6 @@ func Run(ctx context.Context, cfg Config) *Report {
 	if cfg.HostRoot == "" {
 		cfg.HostRoot = "/"
 	}
-	if cfg.DevRoot == "" {
-		cfg.DevRoot = "/"
-	}
 	if cfg.ContainerdConfig == "" {
 		cfg.ContainerdConfig = "/etc/containerd/config.toml"
 	}
@@ -147,7 +146,7 @@ func Run(ctx context.Context, cfg Config) *Report {
 	r := &Report{}
 
 	var res Result
-	res, e.driver = checkNVML(cfg)
+	res, e.driver = checkNVML(ctx, cfg)
 	r.add(res)
 	r.add(checkDriverLibraries(e))
 	r.add(checkDeviceNodes(e))
@@ -161,15 +160,18 @@ func Run(ctx context.Context, cfg Config) *Report {
 	return r
 }
 
-// openNVML opens and discovers the driver; the library is shut down before
-// it returns, as the checks only need the inventory.
-func openNVML(cfg Config) (*inventory.Inventory, error) {
-	lib, err := inventory.Open(cfg.NVMLBackend, cfg.DriverRoot, cfg.Seed)
+// openNVML opens the node as the plugins do (node.Open: backend, NVML,
+// discovery) and returns its inventory; NVML is shut down before it returns,
+// as the checks only need the inventory. The mock host root is not opened
+// here: the file checks look at it, and warn while the plugin has not laid
+// it out yet.
+func openNVML(ctx context.Context, cfg Config) (*inventory.Inventory, error) {
+	n, err := node.Open(ctx, node.Flags{NVML: cfg.NVMLBackend, DriverRoot: cfg.DriverRoot}, node.Options{Mode: node.HostTool, Seed: cfg.Seed, HostRoot: cfg.HostRoot})
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = lib.Shutdown() }()
-	return inventory.Discover(lib)
+	defer n.Close()
+	return n.Inventory, nil
 }
 
 func containsPath(list []string, p string) bool {

@@ -5,7 +5,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 func TestDriverChecks(t *testing.T) {
@@ -112,7 +112,7 @@ func TestMockHostNotCreatedYetOnlyWarns(t *testing.T) {
 	}
 
 	// Once the plugin laid it out, the same checks pass.
-	mockhosttest.Host(t, h.path(cfg.MockHostRoot), h.inv)
+	mockmachinetest.Host(t, h.path(cfg.MockHostRoot), h.inv)
 	r = h.run(cfg)
 	expect(t, r, "driver/libraries", Pass, fmt.Sprintf("of driver %s", h.inv.DriverVersion), "")
 	expect(t, r, "driver/device-nodes", Pass, "/var/lib/gpudra/mock/dev", "")

@@ -12,7 +12,7 @@ import (
 	"tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 // fakeHost is a host root in a temp dir: a mock dgxh100 whose driver files
@@ -26,16 +26,16 @@ type fakeHost struct {
 
 func newFakeHost(t *testing.T) *fakeHost {
 	t.Helper()
-	_, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	_, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	root := t.TempDir()
-	mockhosttest.Host(t, root, inv)
+	mockmachinetest.Host(t, root, inv)
 	return &fakeHost{t: t, root: root, inv: inv}
 }
 
 // emptyHost is a host root with nothing in it.
 func emptyHost(t *testing.T) *fakeHost {
 	t.Helper()
-	_, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
+	_, inv := mockmachinetest.Machine(t, "dgxh100", "node-a")
 	return &fakeHost{t: t, root: t.TempDir(), inv: inv}
 }
 

@@ -1,14 +1,15 @@
-package inventory
+package inventory_test
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 )
 
 var (
@@ -31,29 +32,15 @@ var mockExpectations = map[string]struct {
 	"dgxb200": {"NVIDIA B200 180GB HBM3e", "Blackwell", "10.0", "560.28.03", "12.6", 180 * gib},
 }
 
-func discoverMock(t *testing.T, machine, seed string) *Inventory {
+// discoverMock discovers the GPUs of a mock machine.
+func discoverMock(t *testing.T, machine, seed string) *inventory.Inventory {
 	t.Helper()
-	lib, err := NewMock(machine, seed)
-	if err != nil {
-		t.Fatalf("NewMock(%q, %q): %v", machine, seed, err)
-	}
-	t.Cleanup(func() { lib.Shutdown() })
-	inv, err := Discover(lib)
-	if err != nil {
-		t.Fatalf("Discover(%q): %v", machine, err)
-	}
+	_, inv := mockmachinetest.Machine(t, machine, seed)
 	return inv
 }
 
-func TestMockMachines(t *testing.T) {
-	got := strings.Join(MockMachines(), ",")
-	if got != "dgxa100,dgxb200,dgxh100,dgxh200" {
-		t.Errorf("MockMachines() = %s", got)
-	}
-}
-
 func TestDiscoverMockMachines(t *testing.T) {
-	for _, machine := range MockMachines() {
+	for _, machine := range mockmachine.Names() {
 		t.Run(machine, func(t *testing.T) {
 			want, ok := mockExpectations[machine]
 			if !ok {
@@ -121,61 +108,15 @@ func TestDiscoverMockMachines(t *testing.T) {
 	}
 }
 
-func TestMockUUIDsAreDeterministic(t *testing.T) {
-	uuids := func(machine, seed string) []string {
-		var out []string
-		for _, d := range discoverMock(t, machine, seed).Devices {
-			out = append(out, d.UUID)
-		}
-		return out
-	}
-	seen := map[string]string{}
-	for _, machine := range MockMachines() {
-		a := uuids(machine, "node-1")
-		b := uuids(machine, "node-1")
-		c := uuids(machine, "node-2")
-		if strings.Join(a, ",") != strings.Join(b, ",") {
-			t.Errorf("%s: same seed, different UUIDs:\n%v\n%v", machine, a, b)
-		}
-		for i := range a {
-			if a[i] == c[i] {
-				t.Errorf("%s: GPU %d has UUID %s with two different seeds", machine, i, a[i])
-			}
-		}
-		// Two machines never share UUIDs either.
-		for _, u := range append(a, c...) {
-			if other, dup := seen[u]; dup && other != machine {
-				t.Errorf("UUID %s on both %s and %s", u, other, machine)
-			}
-			seen[u] = machine
-		}
-	}
-}
-
-func TestNormalizeBusID(t *testing.T) {
-	for in, want := range map[string]string{
-		"00000000:3B:00.0": "0000:3b:00.0",
-		"00000001:AF:00.1": "0001:af:00.1",
-		"0000:3b:00.0":     "0000:3b:00.0",
-		"":                 "",
-	} {
-		var raw [32]int8
-		copy(raw[:], toInt8(in))
-		if got := normalizeBusID(raw); got != want {
-			t.Errorf("normalizeBusID(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestCUDADriverVersionFormat(t *testing.T) {
-	lib, err := NewMock("dgxh100", "s")
+	lib, err := mockmachine.New("dgxh100", "s")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lib.Shutdown()
 	for v, want := range map[int]string{12040: "12.4", 12060: "12.6", 11080: "11.8", 13000: "13.0", 12090: "12.9"} {
 		lib.SystemGetCudaDriverVersionFunc = func() (int, nvml.Return) { return v, nvml.SUCCESS }
-		inv, err := Discover(lib)
+		inv, err := inventory.Discover(lib)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,104 +127,13 @@ func TestCUDADriverVersionFormat(t *testing.T) {
 }
 
 func TestDiscoverReportsNVMLErrors(t *testing.T) {
-	lib, err := NewMock("dgxa100", "s")
+	lib, err := mockmachine.New("dgxa100", "s")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lib.Shutdown()
 	lib.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.ERROR_GPU_IS_LOST }
-	if _, err := Discover(lib); err == nil || !strings.Contains(err.Error(), "counting GPUs") {
+	if _, err := inventory.Discover(lib); err == nil || !strings.Contains(err.Error(), "counting GPUs") {
 		t.Errorf("Discover with a failing DeviceGetCount: %v", err)
-	}
-}
-
-func TestOpenMock(t *testing.T) {
-	lib, err := Open("mock:dgxb200", "", "node-1")
-	if err != nil {
-		t.Fatalf("Open(mock:dgxb200): %v", err)
-	}
-	defer lib.Shutdown()
-	inv, err := Discover(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(inv.Devices) != 8 || inv.Devices[0].Architecture != "Blackwell" {
-		t.Errorf("unexpected inventory %+v", inv)
-	}
-	direct := discoverMock(t, "dgxb200", "node-1")
-	if inv.Devices[0].UUID != direct.Devices[0].UUID {
-		t.Error("Open and NewMock disagree on UUIDs for the same seed")
-	}
-}
-
-func TestOpenErrors(t *testing.T) {
-	t.Run("unknown backend", func(t *testing.T) {
-		_, err := Open("cuda", "", "")
-		if err == nil {
-			t.Fatal("no error")
-		}
-		for _, want := range []string{`"cuda"`, `"real"`, "mock:dgxh100"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q does not mention %s", err, want)
-			}
-		}
-		if errors.Is(err, ErrNVMLUnavailable) {
-			t.Errorf("a usage error must not read as NVML being unavailable: %v", err)
-		}
-	})
-
-	t.Run("unknown mock machine", func(t *testing.T) {
-		lib, err := Open("mock:dgx1", "", "")
-		if err == nil {
-			t.Fatal("no error")
-		}
-		for _, want := range []string{`"dgx1"`, "dgxa100", "dgxh100", "dgxh200", "dgxb200"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q does not mention %s", err, want)
-			}
-		}
-		if lib != nil {
-			t.Errorf("Open returned a non-nil nvml.Interface (%T) with its error", lib)
-		}
-	})
-
-	t.Run("NewMock unknown machine", func(t *testing.T) {
-		if _, err := NewMock("nope", ""); err == nil || !strings.Contains(err.Error(), `"nope"`) {
-			t.Errorf("NewMock(nope): %v", err)
-		}
-	})
-}
-
-// TestOpenRealWithoutDriver needs a machine without the NVIDIA driver, like
-// CI; it skips where NVML can be loaded.
-func TestOpenRealWithoutDriver(t *testing.T) {
-	empty := t.TempDir()
-	broken := t.TempDir()
-	// A file that is not a shared library, where Open looks first.
-	if err := os.MkdirAll(filepath.Join(broken, "usr/lib64"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(broken, "usr/lib64/libnvidia-ml.so.1"), []byte("not an ELF file"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for name, root := range map[string]string{"empty driver root": empty, "broken library": broken, "no driver root": ""} {
-		t.Run(name, func(t *testing.T) {
-			for _, backend := range []string{BackendReal, ""} {
-				lib, err := Open(backend, root, "")
-				if err == nil {
-					lib.Shutdown()
-					if root == broken {
-						t.Fatalf("Open(%q, %q) loaded a file that is not a library", backend, root)
-					}
-					t.Skip("NVML is available on this machine")
-				}
-				if !errors.Is(err, ErrNVMLUnavailable) {
-					t.Errorf("Open(%q, %q): error %v does not wrap ErrNVMLUnavailable", backend, root, err)
-				}
-				if !strings.Contains(err.Error(), "mock:") {
-					t.Errorf("error %q does not point at the mock backends", err)
-				}
-			}
-		})
 	}
 }

@@ -1,8 +1,11 @@
-package inventory
+package inventory_test
 
 import (
 	"regexp"
 	"testing"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 func TestDiscoverMIGMock(t *testing.T) {
@@ -15,11 +18,11 @@ func TestDiscoverMIGMock(t *testing.T) {
 		{"dgxh100-mig", []string{"1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"}, []string{"7g.80gb"}},
 	} {
 		t.Run(tc.machine, func(t *testing.T) {
-			lib, err := NewMock(tc.machine, "node-a")
+			lib, err := mockmachine.New(tc.machine, "node-a")
 			if err != nil {
 				t.Fatal(err)
 			}
-			inv, err := Discover(lib)
+			inv, err := inventory.Discover(lib)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,8 +49,8 @@ func TestDiscoverMIGMock(t *testing.T) {
 				t.Errorf("profiles = %v, want GPU 0 %v and GPU 1 %v", got, tc.want0, tc.want1)
 			}
 			// Same seed, same UUIDs: a restarted plugin sees the same devices.
-			lib2, _ := NewMock(tc.machine, "node-a")
-			inv2, err := Discover(lib2)
+			lib2, _ := mockmachine.New(tc.machine, "node-a")
+			inv2, err := inventory.Discover(lib2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,11 +64,11 @@ func TestDiscoverMIGMock(t *testing.T) {
 }
 
 func TestPlainMockHasNoMIG(t *testing.T) {
-	lib, err := NewMock("dgxa100", "node-a")
+	lib, err := mockmachine.New("dgxa100", "node-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err := Discover(lib)
+	inv, err := inventory.Discover(lib)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +89,8 @@ func TestMIGProfileName(t *testing.T) {
 		{7, 1, 1, 4864, 40960, "1g.5gb+me"},
 		{4, 7, 7, 40192, 40960, "7g.40gb"},
 	} {
-		if got := MIGProfileName(tc.gi, uint32(tc.giSlices), uint32(tc.ciSlices), tc.mem, tc.gpuMem); got != tc.want {
-			t.Errorf("MIGProfileName(%+v) = %q, want %q", tc, got, tc.want)
+		if got := inventory.MIGProfileName(tc.gi, uint32(tc.giSlices), uint32(tc.ciSlices), tc.mem, tc.gpuMem); got != tc.want {
+			t.Errorf("inventory.MIGProfileName(%+v) = %q, want %q", tc, got, tc.want)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,21 +14,29 @@ import (
 	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2"
 
+	nodedevices "github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/metrics"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
-// publisher is what the health wiring needs of the kubeletplugin helper;
+// slicePublisher is what the health wiring needs of the kubeletplugin helper;
 // unit tests use a fake. PublishResources replaces the desired slices; the
 // helper's resourceslice controller then syncs them with the API server and
 // retries every failed API call itself (rate-limited work queue with
 // exponential backoff), so a nil return means "will land". Fields the API
 // server drops (device taints without the DRADeviceTaints feature) are
 // reported through the driver's HandleError and not retried.
-type publisher interface {
+type slicePublisher interface {
 	PublishResources(ctx context.Context, resources draresourceslice.DriverResources) error
+}
+
+// eventInjector feeds injected GPU events into NVML until ctx is done;
+// *node.Node implements it.
+type eventInjector interface {
+	InjectEvents(ctx context.Context)
 }
 
 // healthWiring feeds a health.Monitor into the DRA plugin: the kubelet's
@@ -49,11 +56,6 @@ type healthWiring struct {
 	uuidOf  map[string]string
 	effect  resourceapi.DeviceTaintEffect
 	metrics *metrics.Metrics
-	// injectFile, with a mock backend, is inventory.MockEventsFile in the
-	// mock host root ("" = no injection by file): commands such as
-	// "xid 0 79" written there inject GPU events (see
-	// inventory.MockEvents.Apply). Real NVML never reads it.
-	injectFile string
 	// retryInitial and retryMax bound the backoff of failed publishing.
 	retryInitial, retryMax time.Duration
 	// running are the goroutines of start; stopped, under mu, keeps start
@@ -63,32 +65,23 @@ type healthWiring struct {
 	stopped bool
 }
 
-// setupHealth builds the health monitor from cfg and attaches it to drv, so
-// that the health stream reports the monitor's states from the kubelet's
-// first call on; nothing runs before start. With cfg.HealthMonitor off it
-// returns nil, and drv reports every device healthy. It fails on invalid
-// settings. Call it before the helper starts and before anything else uses
-// lib concurrently (a mock machine gets its event functions here).
-func setupHealth(ctx context.Context, cfg Config, lib nvml.Interface, inv *inventory.Inventory, devices []resourceapi.Device, m *metrics.Metrics, drv *driver) (*healthWiring, error) {
-	if !cfg.HealthMonitor {
+// setupHealth builds the health monitor from cfg.Health and attaches it to
+// drv, so that the health stream reports the monitor's states from the
+// kubelet's first call on; nothing runs before start. With the monitor off
+// it returns nil, and drv reports every device healthy. It fails on invalid
+// settings. Call it before the helper starts.
+func setupHealth(ctx context.Context, cfg Config, n *node.Node, devices []resourceapi.Device, m *metrics.Metrics, drv *driver) (*healthWiring, error) {
+	if !cfg.Health.Enabled {
 		klog.FromContext(ctx).Info("GPU health monitoring is off: every device is reported healthy")
 		return nil, nil
 	}
-	effect, err := resourceslice.ParseTaintEffect(cfg.TaintEffect)
+	effect, err := resourceslice.ParseTaintEffect(cfg.Health.TaintEffect)
 	if err != nil {
 		return nil, fmt.Errorf("--health-taint-effect: %w", err)
 	}
-	opts := health.Options{
-		AdditionalIgnoredXIDs: cfg.AdditionalIgnoredXIDs,
-		ReplaceIgnoredXIDs:    cfg.ReplaceIgnoredXIDs,
-		RecoveryPeriod:        cfg.HealthRecoveryPeriod,
-	}
-	w, err := newHealthWiring(cfg.DriverName, cfg.NodeName, lib, inv, devices, effect, m, opts)
+	w, err := newHealthWiring(cfg.DriverName, cfg.NodeName, n.NVML, n.Inventory, devices, effect, m, n.HealthOptions(cfg.Health.Monitor))
 	if err != nil {
 		return nil, err
-	}
-	if cfg.MockHostRoot != "" {
-		w.injectFile = filepath.Join(cfg.MockHostRoot, inventory.MockEventsFile)
 	}
 	drv.health = w
 	return w, nil
@@ -111,11 +104,11 @@ func newHealthWiring(driverName, poolName string, lib nvml.Interface, inv *inven
 			w.uuidOf[name] = gpuUUID
 		}
 	}
-	for _, d := range inv.Devices {
-		add(d.UUID, resourceslice.DeviceName(d))
-	}
-	for _, m := range inv.MIGDevices {
-		add(m.ParentUUID, resourceslice.MIGDeviceName(m))
+	preparable := nodedevices.FromInventory(inv)
+	for _, g := range inv.Devices {
+		for _, d := range preparable.OfGPU(g.UUID) {
+			add(g.UUID, d.Name)
+		}
 	}
 	var uuids []string
 	for _, d := range inv.Devices {
@@ -133,10 +126,10 @@ func newHealthWiring(driverName, poolName string, lib nvml.Interface, inv *inven
 	return w, nil
 }
 
-// start runs the monitor, the republishing of taints through pub and, with
-// a mock backend, the event injection file, until ctx is done (wait waits
-// for that). Call it once. A nil w does nothing.
-func (w *healthWiring) start(ctx context.Context, pub publisher) {
+// start runs the monitor, the republishing of taints through pub and the
+// node's event injection (a mock machine's injection file), until ctx is
+// done (wait waits for that). Call it once. A nil w does nothing.
+func (w *healthWiring) start(ctx context.Context, pub slicePublisher, n eventInjector) {
 	if w == nil {
 		return
 	}
@@ -147,8 +140,8 @@ func (w *healthWiring) start(ctx context.Context, pub publisher) {
 	}
 	w.running.Go(func() { w.mon.Run(ctx) })
 	w.running.Go(func() { w.publishTaints(ctx, pub) })
-	if ev := w.mon.Mock(); ev != nil && w.injectFile != "" {
-		w.running.Go(func() { ev.WatchFile(ctx, w.injectFile, inventory.MockEventsPoll) })
+	if n != nil {
+		w.running.Go(func() { n.InjectEvents(ctx) })
 	}
 }
 
@@ -191,7 +184,7 @@ func (w *healthWiring) taints(s health.Snapshot) map[string][]resourceapi.Device
 // changes that arrive meanwhile are folded into the retry. The plugin's
 // start-up published the devices without taints, which is where this
 // begins.
-func (w *healthWiring) publishTaints(ctx context.Context, pub publisher) {
+func (w *healthWiring) publishTaints(ctx context.Context, pub slicePublisher) {
 	logger := klog.FromContext(ctx).WithName("health")
 	last := "" // signature of the taints the helper has
 	backoff := w.retryInitial

@@ -20,11 +20,15 @@ import (
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2/ktesting"
+	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/metrics"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
@@ -82,6 +86,8 @@ type healthEnv struct {
 	pub     *fakePublisher
 	metrics *metrics.Metrics
 	reports chan kubeletplugin.DeviceHealthReport
+	// ev injects the mock machine's NVML events.
+	ev *mockmachine.Events
 }
 
 // newHealthEnv wires a monitor of a mock DGX H100 to a fake publisher and
@@ -93,7 +99,14 @@ func newHealthEnv(t *testing.T, effect resourceapi.DeviceTaintEffect, opts healt
 
 func newHealthEnvOn(t *testing.T, machine string, effect resourceapi.DeviceTaintEffect, opts health.Options) *healthEnv {
 	t.Helper()
-	lib, inv := mockhosttest.Machine(t, machine, "node-a")
+	lib, inv := mockmachinetest.Machine(t, machine, "node-a")
+	ev, err := mockmachine.InstallEvents(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Probe == nil {
+		opts.Probe = ev.Probe
+	}
 	devices := resourceslice.Devices(inv, resourceslice.Options{})
 	opts.ProbeInterval, opts.WaitTimeout = 50*time.Millisecond, 20*time.Millisecond
 	opts.InitialBackoff, opts.MaxBackoff = 5*time.Millisecond, 20*time.Millisecond
@@ -109,7 +122,7 @@ func newHealthEnvOn(t *testing.T, machine string, effect resourceapi.DeviceTaint
 	}
 	_, ctx := ktesting.NewTestContext(t)
 	return &healthEnv{
-		ctx: ctx, inv: inv, wiring: w, pub: &fakePublisher{}, metrics: m,
+		ctx: ctx, inv: inv, wiring: w, pub: &fakePublisher{}, metrics: m, ev: ev,
 		drv:     &driver{poolName: "node-a", devices: names, healthResend: time.Hour, health: w},
 		reports: make(chan kubeletplugin.DeviceHealthReport),
 	}
@@ -125,7 +138,7 @@ func (e *healthEnv) start(t *testing.T) {
 			t.Errorf("WatchHealthStatus: %v", err)
 		}
 	})
-	e.wiring.start(ctx, e.pub)
+	e.wiring.start(ctx, e.pub, nil)
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -136,7 +149,7 @@ func (e *healthEnv) start(t *testing.T) {
 func (e *healthEnv) waitRegistered(t *testing.T, i int) {
 	t.Helper()
 	deadline := time.Now().Add(patience)
-	for e.wiring.mon.Mock().Listeners(e.inv.Devices[i].UUID, nvml.EventTypeXidCriticalError) == 0 {
+	for e.ev.Listeners(e.inv.Devices[i].UUID, nvml.EventTypeXidCriticalError) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("GPU %d was never registered for events", i)
 		}
@@ -225,7 +238,7 @@ func TestXIDTaintsOnlyThatDeviceAndRecovers(t *testing.T) {
 
 	// XID 79 on gpu-2: the taint appears on gpu-2 only, the stream says
 	// Unhealthy, the metric counts it.
-	if _, err := e.wiring.mon.Mock().InjectXID("2", 79); err != nil {
+	if _, err := e.ev.InjectXID("2", 79); err != nil {
 		t.Fatal(err)
 	}
 	e.waitTaints(t, "a xid-79 taint on gpu-2", onlyTainted("gpu-2", "xid-79", resourceapi.DeviceTaintEffectNoSchedule))
@@ -250,7 +263,7 @@ func TestIgnoredXIDPublishesNothing(t *testing.T) {
 	e.start(t)
 	e.waitReport(t, "every device healthy", healthIs(nil, kubeletplugin.HealthStatusHealthy))
 	e.waitRegistered(t, 3)
-	if _, err := e.wiring.mon.Mock().InjectXID("3", 13); err != nil {
+	if _, err := e.ev.InjectXID("3", 13); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(patience)
@@ -273,17 +286,22 @@ func TestIgnoredXIDPublishesNothing(t *testing.T) {
 }
 
 func TestDoubleBitECCWithNoExecuteAndRetriedPublish(t *testing.T) {
-	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoExecute, health.Options{RecoveryPeriod: 2 * time.Second})
+	// The recovery period passes on a fake clock, which moves only when the
+	// test steps it: no wait for wall time.
+	clk := testingclock.NewFakeClock(time.Date(2030, time.January, 1, 0, 0, 0, 0, time.UTC))
+	opts := health.Options{RecoveryPeriod: 10 * time.Minute, Clock: clk}
+	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoExecute, opts)
 	e.pub.failures = 3
 	e.start(t)
 	e.waitRegistered(t, 5)
-	if _, err := e.wiring.mon.Mock().Inject("5", nvml.EventTypeDoubleBitEccError, 0); err != nil {
+	if _, err := e.ev.Inject("5", nvml.EventTypeDoubleBitEccError, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.waitTaints(t, "a NoExecute double-bit-ecc taint on gpu-5", onlyTainted("gpu-5", "double-bit-ecc", resourceapi.DeviceTaintEffectNoExecute))
 	if calls, _ := e.pub.state(); calls < 4 {
 		t.Errorf("%d publish calls, want the 3 failures retried", calls)
 	}
+	clk.Step(opts.RecoveryPeriod)
 	e.waitTaints(t, "the taint removed after the recovery period", noTaints)
 }
 
@@ -292,7 +310,7 @@ func TestEventLoopFailureTaintsEveryDeviceUnmonitored(t *testing.T) {
 	e := newHealthEnv(t, resourceapi.DeviceTaintEffectNoExecute, health.Options{})
 	e.start(t)
 	e.waitRegistered(t, 0)
-	e.wiring.mon.Mock().SetWaitError(nvml.ERROR_UNKNOWN)
+	e.ev.SetWaitError(nvml.ERROR_UNKNOWN)
 
 	taints := e.waitTaints(t, "every device tainted", func(ts map[string][]resourceapi.DeviceTaint) bool { return len(ts) == 8 })
 	for name, ts := range taints {
@@ -311,7 +329,7 @@ func TestEventLoopFailureTaintsEveryDeviceUnmonitored(t *testing.T) {
 		t.Errorf("unhealthy_devices = %v, want 8", v)
 	}
 
-	e.wiring.mon.Mock().SetWaitError(nvml.SUCCESS)
+	e.ev.SetWaitError(nvml.SUCCESS)
 	e.waitTaints(t, "taints removed once monitoring works again", noTaints)
 	e.waitReport(t, "every device healthy", healthIs(nil, kubeletplugin.HealthStatusHealthy))
 	if v := value(t, e.metrics, "gpudra_health_monitor_up"); v != 1 {
@@ -321,39 +339,42 @@ func TestEventLoopFailureTaintsEveryDeviceUnmonitored(t *testing.T) {
 
 func TestSetupHealthFromConfigAndInjectionFile(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
-	lib, inv := mockhosttest.Machine(t, "dgxh100", "node-a")
-	devices := resourceslice.Devices(inv, resourceslice.Options{})
+	root := t.TempDir()
+	n, err := node.Open(ctx, node.Flags{NVML: "mock:dgxh100", MockHostRoot: root}, node.Options{Mode: node.Plugin, Seed: "node-a"})
+	mockmachinetest.SkipWithoutMknod(t, err)
+	defer n.Close()
+	devices := resourceslice.Devices(n.Inventory, resourceslice.Options{})
 
 	drv := &driver{}
-	if w, err := setupHealth(ctx, Config{}, lib, inv, devices, metrics.New(), drv); w != nil || err != nil || drv.health != nil {
+	if w, err := setupHealth(ctx, Config{}, n, devices, metrics.New(), drv); w != nil || err != nil || drv.health != nil {
 		t.Fatalf("monitor off: got %v, %v", w, err)
 	}
-	if _, err := setupHealth(ctx, Config{HealthMonitor: true, TaintEffect: "Evict"}, lib, inv, devices, metrics.New(), drv); err == nil {
+	if _, err := setupHealth(ctx, Config{Health: HealthConfig{Enabled: true, TaintEffect: "Evict"}}, n, devices, metrics.New(), drv); err == nil {
 		t.Error("an invalid taint effect was accepted")
 	}
 
-	root := t.TempDir()
-	cfg := Config{HealthMonitor: true, DriverName: "gpu.example.com", NodeName: "node-a", MockHostRoot: root, NVMLBackend: "mock:dgxh100"}
+	cfg := Config{DriverName: "gpu.example.com", NodeName: "node-a", Node: node.Flags{MockHostRoot: root, NVML: "mock:dgxh100"}, Health: HealthConfig{Enabled: true}}
 	m := metrics.New()
-	w, err := setupHealth(ctx, cfg, lib, inv, devices, m, drv)
+	w, err := setupHealth(ctx, cfg, n, devices, m, drv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if drv.health != w || w.injectFile != filepath.Join(root, inventory.MockEventsFile) {
+	if drv.health != w {
 		t.Fatalf("wiring = %+v", w)
 	}
+	ev := n.Backend.(interface{ Events() *mockmachine.Events }).Events()
 	pub := &fakePublisher{}
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); w.wait() }()
-	w.start(ctx, pub)
+	w.start(ctx, pub, n)
 	deadline := time.Now().Add(patience)
-	for w.mon.Mock().Listeners("1", nvml.EventTypeXidCriticalError) == 0 {
+	for ev.Listeners("1", nvml.EventTypeXidCriticalError) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("GPU 1 was never registered")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if err := os.WriteFile(filepath.Join(root, inventory.MockEventsFile), []byte("xid 1 48\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(root, mockmachine.EventsFile), []byte("xid 1 48\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -399,17 +420,18 @@ func TestStartTaintsTheResourceSliceOfAnInjectedXID(t *testing.T) {
 	root := t.TempDir()
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", UID: "node-uid"}})
 	cfg := Config{
-		NodeName: "node-a", DriverName: "gpu.nvidia.com", NVMLBackend: "mock:dgxh100", MockHostRoot: filepath.Join(root, "mock"),
-		CDIRoot: filepath.Join(root, "cdi"), HookPath: "/usr/bin/nvidia-cdi-hook",
-		KubeletRegistrarDir: filepath.Join(root, "plugins_registry"), KubeletPluginsDir: filepath.Join(root, "plugins"),
-		KubeClient: client, HealthResendInterval: time.Second,
-		HealthMonitor: true, TaintEffect: "NoExecute",
+		NodeName:   "node-a",
+		DriverName: "gpu.nvidia.com",
+		KubeClient: client,
+		Node:       node.Flags{NVML: "mock:dgxh100", MockHostRoot: filepath.Join(root, "mock"), CDIRoot: filepath.Join(root, "cdi"), HookPath: "/usr/bin/nvidia-cdi-hook"},
+		Kubelet:    KubeletConfig{RegistrarDir: filepath.Join(root, "plugins_registry"), PluginsDir: filepath.Join(root, "plugins")},
+		Health:     HealthConfig{ResendInterval: time.Second, Enabled: true, TaintEffect: "NoExecute"},
 	}
-	if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+	if err := os.MkdirAll(cfg.Kubelet.RegistrarDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	p, err := Start(ctx, cfg)
-	mockhosttest.SkipWithoutMknod(t, err)
+	mockmachinetest.SkipWithoutMknod(t, err)
 	defer p.Stop()
 
 	taints := func() (map[string][]resourceapi.DeviceTaint, int) {
@@ -440,7 +462,7 @@ func TestStartTaintsTheResourceSliceOfAnInjectedXID(t *testing.T) {
 	}
 	// Written until it is consumed by a monitor that listens: the file is
 	// read every half second, and events nobody listens to are dropped.
-	file := filepath.Join(cfg.MockHostRoot, inventory.MockEventsFile)
+	file := filepath.Join(cfg.Node.MockHostRoot, mockmachine.EventsFile)
 	for {
 		got, _ := taints()
 		if ts := got["gpu-6"]; len(ts) == 1 {
@@ -469,7 +491,7 @@ func TestXIDOnAGPUInMIGModeTaintsItsMIGDevices(t *testing.T) {
 	var migOfGPU0 []string
 	for _, m := range e.inv.MIGDevices {
 		if m.ParentUUID == e.inv.Devices[0].UUID {
-			migOfGPU0 = append(migOfGPU0, resourceslice.MIGDeviceName(m))
+			migOfGPU0 = append(migOfGPU0, devices.MIGName(m))
 		}
 	}
 	if len(migOfGPU0) == 0 {
@@ -477,7 +499,7 @@ func TestXIDOnAGPUInMIGModeTaintsItsMIGDevices(t *testing.T) {
 	}
 	e.start(t)
 	e.waitRegistered(t, 0)
-	if _, err := e.wiring.mon.Mock().InjectXID("0", 48); err != nil {
+	if _, err := e.ev.InjectXID("0", 48); err != nil {
 		t.Fatal(err)
 	}
 	taints := e.waitTaints(t, "xid-48 taints on GPU 0's MIG devices", func(taints map[string][]resourceapi.DeviceTaint) bool {

@@ -2,11 +2,11 @@ package plugin
 
 import (
 	"context"
-	"strings"
 
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/sharing"
 	"github.com/gpudra/gpudra/pkg/sharing/mps"
 )
@@ -30,15 +30,12 @@ type MPSConfig struct {
 // NewMPSManager returns the MPS applier of the plugin, or nil when MPS is
 // off. Start hands mpsApplier(m) to sharing.Composite{MPS: ...} and, once
 // the claim state is loaded and reconciled and before serving, calls
-// sweepMPS. cfg is the Config after Start has resolved the mock host paths.
-func NewMPSManager(ctx context.Context, cfg Config) (*mps.Manager, error) {
+// sweepMPS. The daemons use the driver at n's host driver root, or the mock
+// daemon on a mock machine.
+func NewMPSManager(ctx context.Context, cfg Config, n *node.Node) (*mps.Manager, error) {
 	if cfg.MPS.DaemonImage == "" {
 		klog.FromContext(ctx).Info("MPS sharing is off: no daemon image configured (--mps-daemon-image)")
 		return nil, nil
-	}
-	hostDriverRoot := cfg.HostDriverRoot
-	if hostDriverRoot == "" {
-		hostDriverRoot = cfg.DriverRoot
 	}
 	return mps.New(mps.Options{
 		Client:            cfg.KubeClient,
@@ -46,8 +43,8 @@ func NewMPSManager(ctx context.Context, cfg Config) (*mps.Manager, error) {
 		NodeName:          cfg.NodeName,
 		Image:             cfg.MPS.DaemonImage,
 		BaseDir:           cfg.MPS.BaseDir,
-		HostDriverRoot:    hostDriverRoot,
-		Mock:              strings.HasPrefix(cfg.NVMLBackend, "mock:"),
+		HostDriverRoot:    n.Roots.HostDriver(),
+		Mock:              n.Backend.Mock(),
 		PriorityClassName: cfg.MPS.PriorityClassName,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	dracel "k8s.io/dynamic-resource-allocation/cel"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 // driverName is the domain of the unqualified attributes, as the scheduler
@@ -28,14 +29,14 @@ type celDevice struct {
 func mixedDevices(t *testing.T) []celDevice {
 	t.Helper()
 	var out []celDevice
-	for _, machine := range inventory.MockMachines() {
+	for _, machine := range mockmachine.Names() {
 		inv := mockInventory(t, machine, "node-"+machine)
 		for i, d := range Devices(inv, Options{PCIeRoot: fakePCIeRoot}) {
 			out = append(out, celDevice{machine: machine, gpu: inv.Devices[i], device: d})
 		}
 	}
 	if len(out) != 32 {
-		t.Fatalf("got %d devices from %v, want 32", len(out), inventory.MockMachines())
+		t.Fatalf("got %d devices from %v, want 32", len(out), mockmachine.Names())
 	}
 	return out
 }

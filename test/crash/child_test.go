@@ -17,6 +17,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 // childEnv carries the child's configuration (JSON of childConfig). Without
@@ -83,7 +84,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	ctx := klog.NewContext(context.Background(), logr.Discard())
 
-	lib, err := inventory.NewMock(machine, nodeName)
+	lib, err := mockmachine.New(machine, nodeName)
 	if err != nil {
 		fail(err)
 	}

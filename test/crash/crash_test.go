@@ -48,9 +48,11 @@ import (
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
 	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/durable"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
+	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
 const (
@@ -115,8 +117,8 @@ func openState(ctx context.Context, d dirs, inv *inventory.Inventory, edits clai
 		return nil, nil, nil, err
 	}
 	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
-		DriverName: driverName, PoolName: nodeName, Inventory: inv, Edits: edits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID,
+		DriverName: driverName, PoolName: nodeName, Devices: devices.FromInventory(inv), Edits: edits,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: sharing.Composite{},
 	})
 	return st, specDir, loadErrs, err
 }
@@ -189,8 +191,8 @@ func TestCrashConsistency(t *testing.T) {
 
 	root := t.TempDir()
 	d := dirs{DriverRoot: filepath.Join(root, "driver"), CDI: filepath.Join(root, "cdi"), Checkpoint: filepath.Join(root, "plugin", "claims")}
-	lib, inv := mockhosttest.Machine(t, machine, nodeName)
-	mockhosttest.Host(t, d.DriverRoot, inv)
+	lib, inv := mockmachinetest.Machine(t, machine, nodeName)
+	mockmachinetest.Host(t, d.DriverRoot, inv)
 	ctx := klog.NewContext(context.Background(), logr.Discard())
 	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: d.DriverRoot, HookPath: hookPath}, inv.UUIDs())
 	if err != nil {

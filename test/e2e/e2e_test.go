@@ -25,8 +25,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	nodedevices "github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/resourceslice"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 const driverName = "gpu.nvidia.com"
@@ -92,7 +93,7 @@ func TestResourceSlicesMatchTheMockMachine(t *testing.T) {
 		t.Fatalf("nodes: %v %v", nodes, err)
 	}
 	node := nodes.Items[0].Name
-	lib, err := inventory.NewMock(mockMachine, node)
+	lib, err := mockmachine.New(mockMachine, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestResourceSlicesMatchTheMockMachine(t *testing.T) {
 		byName[d.Name] = d
 	}
 	for _, g := range want.Devices {
-		d, ok := byName[resourceslice.DeviceName(g)]
+		d, ok := byName[nodedevices.GPUName(g)]
 		if !ok {
 			t.Errorf("GPU %d (%s) is not published", g.Index, g.UUID)
 			continue

@@ -123,7 +123,7 @@ func TestBadClaimsFailAloneWithClearErrors(t *testing.T) {
 	}
 
 	// Only the good claims and the holder have a spec and a record.
-	specs, _ := os.ReadDir(h.cfg.CDIRoot)
+	specs, _ := os.ReadDir(h.cfg.Node.CDIRoot)
 	if len(specs) != 3 {
 		t.Errorf("CDI specs: %v, want those of holder, good-plain and good-configs", names(specs))
 	}
@@ -132,7 +132,7 @@ func TestBadClaimsFailAloneWithClearErrors(t *testing.T) {
 		t.Errorf("checkpoint records: %v, want those of holder, good-plain and good-configs", names(records))
 	}
 	// Nothing escaped the directories through the claim UID.
-	if _, err := os.Stat(filepath.Join(h.cfg.CDIRoot, "..", "..", "etc")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(h.cfg.Node.CDIRoot, "..", "..", "etc")); !os.IsNotExist(err) {
 		t.Errorf("a claim UID with path characters created a directory outside the CDI root: %v", err)
 	}
 }

@@ -23,7 +23,7 @@ func TestUnreadableCheckpointIsReportedOnTheNode(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"version":"v1","claimUID":`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.cfg.MetricsAddress = "127.0.0.1:0"
+	h.cfg.Metrics.Address = "127.0.0.1:0"
 	h.start()
 
 	events, err := h.client.CoreV1().Events(metav1.NamespaceDefault).List(h.ctx, metav1.ListOptions{})

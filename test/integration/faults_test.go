@@ -28,7 +28,8 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/gpudra/gpudra/pkg/durable"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -42,17 +43,19 @@ func newStoppedHarness(t *testing.T) *harness {
 	t.Cleanup(cancel)
 	root := t.TempDir()
 	// The mock driver's files, so that the specs name paths that exist.
-	_, inv := mockhosttest.Machine(t, "dgxh100", nodeName)
+	_, inv := mockmachinetest.Machine(t, "dgxh100", nodeName)
 	driverRoot := filepath.Join(root, "driver")
-	mockhosttest.Host(t, driverRoot, inv)
+	mockmachinetest.Host(t, driverRoot, inv)
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, UID: "node-uid"}})
 	h := &harness{t: t, ctx: ctx, client: client, cfg: plugin.Config{
-		NodeName: nodeName, DriverName: driverName, NVMLBackend: "mock:dgxh100", DriverRoot: driverRoot,
-		CDIRoot: filepath.Join(root, "cdi"), HookPath: "/usr/bin/nvidia-cdi-hook",
-		KubeletRegistrarDir: filepath.Join(root, "plugins_registry"), KubeletPluginsDir: filepath.Join(root, "plugins"),
-		KubeClient: client, HealthResendInterval: 200 * time.Millisecond,
+		NodeName:   nodeName,
+		DriverName: driverName,
+		KubeClient: client,
+		Node:       node.Flags{NVML: "mock:dgxh100", DriverRoot: driverRoot, CDIRoot: filepath.Join(root, "cdi"), HookPath: "/usr/bin/nvidia-cdi-hook"},
+		Kubelet:    plugin.KubeletConfig{RegistrarDir: filepath.Join(root, "plugins_registry"), PluginsDir: filepath.Join(root, "plugins")},
+		Health:     plugin.HealthConfig{ResendInterval: 200 * time.Millisecond},
 	}}
-	if err := os.MkdirAll(h.cfg.KubeletRegistrarDir, 0o750); err != nil {
+	if err := os.MkdirAll(h.cfg.Kubelet.RegistrarDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -140,7 +143,7 @@ func TestStartWaitsForTheAPIServer(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	reg := registerapi.NewRegistrationClient(h.dial(filepath.Join(h.cfg.KubeletRegistrarDir, driverName+"-reg.sock")))
+	reg := registerapi.NewRegistrationClient(h.dial(filepath.Join(h.cfg.Kubelet.RegistrarDir, driverName+"-reg.sock")))
 	if _, err := reg.GetInfo(h.ctx, &registerapi.InfoRequest{}); err != nil {
 		t.Errorf("registration socket while the API server is down: %v", err)
 	}
@@ -199,7 +202,7 @@ func TestStartWaitsForTheAPIServer(t *testing.T) {
 // pkg/deviceplugin.)
 func TestKubeletRestartReRegistersTheDRAPlugin(t *testing.T) {
 	h := newHarness(t)
-	regSock := filepath.Join(h.cfg.KubeletRegistrarDir, driverName+"-reg.sock")
+	regSock := filepath.Join(h.cfg.Kubelet.RegistrarDir, driverName+"-reg.sock")
 	register := func(registered bool) error {
 		// Each "kubelet" has its own connection, as a new process does.
 		conn := h.dial(regSock)
@@ -303,7 +306,7 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly(t *testing.T) {
 	kept := h.createClaim("kept", "gpu-0")
 	prepare(t, h, kept, "")
 
-	dir := h.cfg.CDIRoot
+	dir := h.cfg.Node.CDIRoot
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
 		t.Skipf("cannot bind-mount (needs root and CAP_SYS_ADMIN): %v", err)
 	}
@@ -335,7 +338,7 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly(t *testing.T) {
 // needs no mount privileges.
 func TestPrepareFailsCleanlyWhenTheCDIDirIsGone(t *testing.T) {
 	h := newHarness(t)
-	dir := h.cfg.CDIRoot
+	dir := h.cfg.Node.CDIRoot
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +356,7 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsGone(t *testing.T) {
 // directory and fills it.
 func TestPrepareFailsCleanlyWhenTheCDIDirIsFull(t *testing.T) {
 	h := newStoppedHarness(t)
-	dir := h.cfg.CDIRoot
+	dir := h.cfg.Node.CDIRoot
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +417,7 @@ func prepare(t *testing.T, h *harness, c *resourceapi.ResourceClaim, wantErr str
 		}
 		return
 	}
-	for _, w := range []string{"default/" + c.GetName(), h.cfg.CDIRoot, wantErr} {
+	for _, w := range []string{"default/" + c.GetName(), h.cfg.Node.CDIRoot, wantErr} {
 		if !strings.Contains(r.Error, w) {
 			t.Errorf("prepare %s: error %q does not say %q", c.GetName(), r.Error, w)
 		}
@@ -426,7 +429,7 @@ func prepare(t *testing.T, h *harness, c *resourceapi.ResourceClaim, wantErr str
 // claims, or plain file names) remain in the CDI directory.
 func assertNothingLeft(t *testing.T, h *harness, failed types.UID, keep ...string) {
 	t.Helper()
-	entries, err := os.ReadDir(h.cfg.CDIRoot)
+	entries, err := os.ReadDir(h.cfg.Node.CDIRoot)
 	if err != nil {
 		t.Fatal(err)
 	}

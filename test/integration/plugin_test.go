@@ -28,8 +28,9 @@ import (
 	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockhost"
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -51,7 +52,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := newStoppedHarness(t)
-	h.cfg.MetricsAddress = "127.0.0.1:0"
+	h.cfg.Metrics.Address = "127.0.0.1:0"
 	h.start()
 	return h
 }
@@ -145,7 +146,7 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 
 	// The container runtime's view: the CDI library resolves the IDs from
 	// the directory and injects the GPU's device node and the driver files.
-	cache, err := cdiapi.NewCache(cdiapi.WithSpecDirs(h.cfg.CDIRoot), cdiapi.WithAutoRefresh(false))
+	cache, err := cdiapi.NewCache(cdiapi.WithSpecDirs(h.cfg.Node.CDIRoot), cdiapi.WithAutoRefresh(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 			t.Errorf("unprepare %s: %s", uid, r.Error)
 		}
 	}
-	if entries, _ := os.ReadDir(h.cfg.CDIRoot); len(entries) != 0 {
+	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 0 {
 		t.Errorf("specs left after unprepare: %v", names(entries))
 	}
 
@@ -251,7 +252,7 @@ func TestPublishesResourceSlicesAndRegisters(t *testing.T) {
 	}
 
 	// The kubelet's registration handshake on the registrar socket.
-	reg := registerapi.NewRegistrationClient(h.dial(filepath.Join(h.cfg.KubeletRegistrarDir, driverName+"-reg.sock")))
+	reg := registerapi.NewRegistrationClient(h.dial(filepath.Join(h.cfg.Kubelet.RegistrarDir, driverName+"-reg.sock")))
 	info, err := reg.GetInfo(h.ctx, &registerapi.InfoRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -271,11 +272,11 @@ func TestRestartKeepsPreparedClaims(t *testing.T) {
 	before := resp.Claims[string(c.UID)].Devices
 	// Crash-like stop, lose the tmpfs CDI directory, start again.
 	h.plugin.Stop()
-	if err := os.RemoveAll(h.cfg.CDIRoot); err != nil {
+	if err := os.RemoveAll(h.cfg.Node.CDIRoot); err != nil {
 		t.Fatal(err)
 	}
 	h.start()
-	if entries, _ := os.ReadDir(h.cfg.CDIRoot); len(entries) != 1 {
+	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 1 {
 		t.Errorf("start-up reconcile did not re-create the spec: %v", names(entries))
 	}
 	other := h.createClaim("other", "gpu-4")
@@ -294,8 +295,11 @@ func TestRestartKeepsPreparedClaims(t *testing.T) {
 func TestStartFailsClearlyWithoutNVML(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	cfg := plugin.Config{
-		NodeName: nodeName, DriverName: driverName, NVMLBackend: inventory.BackendReal, DriverRoot: t.TempDir(),
-		CDIRoot: t.TempDir(), KubeletRegistrarDir: t.TempDir(), KubeletPluginsDir: t.TempDir(), KubeClient: fake.NewClientset(),
+		NodeName:   nodeName,
+		DriverName: driverName,
+		KubeClient: fake.NewClientset(),
+		Node:       node.Flags{NVML: node.BackendReal, DriverRoot: t.TempDir(), CDIRoot: t.TempDir()},
+		Kubelet:    plugin.KubeletConfig{RegistrarDir: t.TempDir(), PluginsDir: t.TempDir()},
 	}
 	_, err := plugin.Start(ctx, cfg)
 	if !errors.Is(err, inventory.ErrNVMLUnavailable) {
@@ -304,7 +308,7 @@ func TestStartFailsClearlyWithoutNVML(t *testing.T) {
 	if !strings.Contains(err.Error(), "mock") {
 		t.Errorf("error %q does not point at the mock backend for GPU-less nodes", err)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(cfg.KubeletRegistrarDir)); len(entries) != 0 {
+	if entries, _ := os.ReadDir(filepath.Join(cfg.Kubelet.RegistrarDir)); len(entries) != 0 {
 		t.Errorf("a failed start left a registration socket: %v", names(entries))
 	}
 }
@@ -349,26 +353,23 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 	}
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}})
 	cfg := plugin.Config{
-		NodeName: nodeName, DriverName: driverName, NVMLBackend: "mock:dgxa100",
-		MockHostRoot:        filepath.Join(root, "mock"),
-		InstallHookFrom:     hookSrc,
-		HookPath:            filepath.Join(root, "state/bin/nvidia-cdi-hook"),
-		CDIRoot:             filepath.Join(root, "cdi"),
-		KubeletRegistrarDir: filepath.Join(root, "registry"),
-		KubeletPluginsDir:   filepath.Join(root, "plugins"),
-		KubeClient:          client,
+		NodeName:   nodeName,
+		DriverName: driverName,
+		KubeClient: client,
+		Node:       node.Flags{NVML: "mock:dgxa100", MockHostRoot: filepath.Join(root, "mock"), InstallHookFrom: hookSrc, HookPath: filepath.Join(root, "state/bin/nvidia-cdi-hook"), CDIRoot: filepath.Join(root, "cdi")},
+		Kubelet:    plugin.KubeletConfig{RegistrarDir: filepath.Join(root, "registry"), PluginsDir: filepath.Join(root, "plugins")},
 	}
-	if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+	if err := os.MkdirAll(cfg.Kubelet.RegistrarDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	p, err := plugin.Start(ctx, cfg)
-	mockhosttest.SkipWithoutMknod(t, err)
+	mockmachinetest.SkipWithoutMknod(t, err)
 	defer p.Stop()
-	if fi, err := os.Stat(cfg.HookPath); err != nil || fi.Mode().Perm() != 0o755 {
+	if fi, err := os.Stat(cfg.Node.HookPath); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("hook not installed executable: %v %v", fi, err)
 	}
 	for _, d := range p.Inventory().Devices {
-		fi, err := os.Stat(filepath.Join(cfg.MockHostRoot, "dev", fmt.Sprintf("nvidia%d", d.Minor)))
+		fi, err := os.Stat(filepath.Join(cfg.Node.MockHostRoot, "dev", fmt.Sprintf("nvidia%d", d.Minor)))
 		if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
 			t.Errorf("mock device node of GPU %d: %v %v", d.Index, fi, err)
 		}
@@ -379,7 +380,7 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 	if err != nil || resp.Claims[string(c.UID)].Error != "" {
 		t.Fatalf("%v %+v", err, resp)
 	}
-	spec, err := cdiapi.ReadSpec(filepath.Join(cfg.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-mock.json"), 0)
+	spec, err := cdiapi.ReadSpec(filepath.Join(cfg.Node.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-mock.json"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +392,7 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 		hostPaths = append(hostPaths, n.HostPath)
 	}
 	for _, hp := range hostPaths {
-		if !strings.HasPrefix(hp, cfg.MockHostRoot+"/") {
+		if !strings.HasPrefix(hp, cfg.Node.MockHostRoot+"/") {
 			t.Errorf("host path %s is outside the mock host root", hp)
 		}
 		if _, err := os.Stat(hp); err != nil {
@@ -399,8 +400,8 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 		}
 	}
 	for _, hk := range spec.ContainerEdits.Hooks {
-		if hk.Path != cfg.HookPath {
-			t.Errorf("hook path %s, want the installed %s", hk.Path, cfg.HookPath)
+		if hk.Path != cfg.Node.HookPath {
+			t.Errorf("hook path %s, want the installed %s", hk.Path, cfg.Node.HookPath)
 		}
 	}
 }
@@ -412,24 +413,25 @@ func TestDriverChangeStopsThePlugin(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	root := t.TempDir()
 	cfg := plugin.Config{
-		NodeName: nodeName, DriverName: driverName, NVMLBackend: "mock:dgxh100",
-		MockHostRoot: filepath.Join(root, "mock"), HookPath: "/usr/bin/nvidia-cdi-hook",
-		CDIRoot: filepath.Join(root, "cdi"), KubeletRegistrarDir: filepath.Join(root, "registry"),
-		KubeletPluginsDir: filepath.Join(root, "plugins"), KubeClient: fake.NewClientset(),
+		NodeName:            nodeName,
+		DriverName:          driverName,
+		KubeClient:          fake.NewClientset(),
 		DriverWatchInterval: 20 * time.Millisecond,
+		Node:                node.Flags{NVML: "mock:dgxh100", MockHostRoot: filepath.Join(root, "mock"), HookPath: "/usr/bin/nvidia-cdi-hook", CDIRoot: filepath.Join(root, "cdi")},
+		Kubelet:             plugin.KubeletConfig{RegistrarDir: filepath.Join(root, "registry"), PluginsDir: filepath.Join(root, "plugins")},
 	}
-	if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+	if err := os.MkdirAll(cfg.Kubelet.RegistrarDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	p, err := plugin.Start(ctx, cfg)
-	mockhosttest.SkipWithoutMknod(t, err)
+	mockmachinetest.SkipWithoutMknod(t, err)
 	defer p.Stop()
 	select {
 	case <-p.Done():
 		t.Fatalf("plugin stopped without a driver change: %v", p.Err())
 	case <-time.After(200 * time.Millisecond):
 	}
-	lib := filepath.Join(cfg.MockHostRoot, mockhost.LibDir)
+	lib := filepath.Join(cfg.Node.MockHostRoot, mockmachine.LibDir)
 	if err := os.WriteFile(filepath.Join(lib, "libnvidia-ml.so.560.28.03"), []byte("new driver"), 0o644); err != nil {
 		t.Fatal(err)
 	}

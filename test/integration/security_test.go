@@ -29,12 +29,12 @@ func TestFileAndSocketModesIgnoreTheUmask(t *testing.T) {
 		path string
 		want os.FileMode // exact permission bits; 0 for sockets (see below)
 	}{
-		{filepath.Join(h.cfg.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-modes.json"), 0o644},
-		{h.cfg.CDIRoot, 0o755},
+		{filepath.Join(h.cfg.Node.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-modes.json"), 0o644},
+		{h.cfg.Node.CDIRoot, 0o755},
 		{filepath.Join(data, "claims"), 0o750},
 		{filepath.Join(data, "claims", "uid-modes.json"), 0o600},
 		{filepath.Join(data, "dra.sock"), 0},
-		{filepath.Join(h.cfg.KubeletRegistrarDir, driverName+"-reg.sock"), 0},
+		{filepath.Join(h.cfg.Kubelet.RegistrarDir, driverName+"-reg.sock"), 0},
 	} {
 		fi, err := os.Lstat(tc.path)
 		if err != nil {
@@ -71,9 +71,9 @@ func TestClaimUIDsAreValidatedBeforeFileNames(t *testing.T) {
 	h := newHarness(t)
 	// The files that "../" UIDs would name after path cleaning.
 	victims := []string{
-		filepath.Join(h.cfg.CDIRoot, "victim.json"),
+		filepath.Join(h.cfg.Node.CDIRoot, "victim.json"),
 		filepath.Join(h.cfg.PluginDataDir(), "victim.json"),
-		filepath.Join(h.cfg.KubeletPluginsDir, "victim.json"),
+		filepath.Join(h.cfg.Kubelet.PluginsDir, "victim.json"),
 	}
 	for _, v := range victims {
 		if err := os.WriteFile(v, []byte("keep me"), 0o644); err != nil {

@@ -12,7 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2"
 
-	"github.com/gpudra/gpudra/pkg/mockhost/mockhosttest"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
+	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/plugin"
 )
 
@@ -27,17 +28,18 @@ func BenchmarkStartToPublished(b *testing.B) {
 		root := b.TempDir()
 		client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, UID: "node-uid"}})
 		cfg := plugin.Config{
-			NodeName: nodeName, DriverName: driverName, NVMLBackend: "mock:dgxh100",
-			MockHostRoot: filepath.Join(root, "mock"), CDIRoot: filepath.Join(root, "cdi"),
-			KubeletRegistrarDir: filepath.Join(root, "registry"), KubeletPluginsDir: filepath.Join(root, "plugins"),
+			NodeName:   nodeName,
+			DriverName: driverName,
 			KubeClient: client,
+			Node:       node.Flags{NVML: "mock:dgxh100", MockHostRoot: filepath.Join(root, "mock"), CDIRoot: filepath.Join(root, "cdi")},
+			Kubelet:    plugin.KubeletConfig{RegistrarDir: filepath.Join(root, "registry"), PluginsDir: filepath.Join(root, "plugins")},
 		}
-		if err := os.MkdirAll(cfg.KubeletRegistrarDir, 0o750); err != nil {
+		if err := os.MkdirAll(cfg.Kubelet.RegistrarDir, 0o750); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		p, err := plugin.Start(ctx, cfg)
-		mockhosttest.SkipWithoutMknod(b, err)
+		mockmachinetest.SkipWithoutMknod(b, err)
 		for {
 			slices, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
 			if err != nil {

@@ -1,8 +1,9 @@
-package resourceslice
+package publisher
 
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,9 +14,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/util/workqueue"
 	draresourceslice "k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
+	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
 const (
@@ -48,6 +54,30 @@ func countActions(client *fake.Clientset, verb, resource string) int {
 	return n
 }
 
+// sliceWrites counts the ResourceSlice creates, updates and deletes made
+// through client.
+func sliceWrites(client *fake.Clientset) int {
+	n := 0
+	for _, verb := range []string{"create", "update", "patch", "delete", "deletecollection"} {
+		n += countActions(client, verb, "resourceslices")
+	}
+	return n
+}
+
+// syncSignalQueue is the controller's work queue; synced is closed when the
+// worker is done with its first item (the only pool), after the sync and its
+// API calls.
+type syncSignalQueue struct {
+	workqueue.TypedRateLimitingInterface[string]
+	once   sync.Once
+	synced chan struct{}
+}
+
+func (q *syncSignalQueue) Done(item string) {
+	q.TypedRateLimitingInterface.Done(item)
+	q.once.Do(func() { close(q.synced) })
+}
+
 // The library's controller must adopt the slices CreateInitialSlices made:
 // no create, update or delete of its own. This guards the naming and
 // generation contract against changes of k8s.io/dynamic-resource-allocation.
@@ -56,15 +86,15 @@ func TestCreateInitialSlicesAreAdoptedByTheController(t *testing.T) {
 		name    string
 		devices []resourceapi.Device
 	}{
-		{"dgxh100", Devices(mockInventory(t, "dgxh100", testNode), Options{})},
-		{"two slices", syntheticDevices(MaxDevicesPerSlice + 3)},
+		{"dgxh100", resourceslice.Devices(mockInventory(t, "dgxh100", testNode), resourceslice.Options{})},
+		{"two slices", syntheticDevices(resourceslice.MaxDevicesPerSlice + 3)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, ctx := ktesting.NewTestContext(t)
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode, UID: "node-uid"}})
-			res := DriverResources(testNode, tc.devices)
+			res := resourceslice.DriverResources(testNode, tc.devices)
 
 			created, err := CreateInitialSlices(ctx, client, testDriver, testNode, res)
 			if err != nil {
@@ -84,28 +114,42 @@ func TestCreateInitialSlicesAreAdoptedByTheController(t *testing.T) {
 			}
 
 			nodeGets := countActions(client, "get", "nodes")
+			writes := sliceWrites(client)
+			queue := &syncSignalQueue{
+				TypedRateLimitingInterface: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+				synced:                     make(chan struct{}),
+			}
 			ctrl, err := draresourceslice.StartController(ctx, draresourceslice.Options{
 				DriverName: testDriver, KubeClient: client,
 				Owner:     &draresourceslice.Owner{APIVersion: "v1", Kind: "Node", Name: testNode},
 				Resources: &draresourceslice.DriverResources{Pools: res.Pools},
+				Queue:     queue,
+				ErrorHandler: func(_ context.Context, err error, msg string) {
+					t.Errorf("controller error: %s: %v", msg, err)
+				},
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ctrl.Stop()
-			// The controller looks up the node's UID at the start of its
-			// first pool sync, then decides what to change.
-			deadline := time.Now().Add(20 * time.Second)
-			for countActions(client, "get", "nodes") == nodeGets {
-				if time.Now().After(deadline) {
-					t.Fatal("the controller did not sync the pool within 20s")
-				}
-				time.Sleep(10 * time.Millisecond)
+			// StartController returns once its informer has the slices and
+			// the pool is queued; the worker is done with the pool's first
+			// sync, API calls included, when it marks the item done.
+			select {
+			case <-queue.synced:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the controller did not sync the pool within 20s")
 			}
-			for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-				if st := ctrl.GetStats(); st != (draresourceslice.Stats{}) {
-					t.Fatalf("the controller changed the initial slices: %+v", st)
-				}
+			// It went through the sync (it looks the node's UID up before
+			// it decides what to change) and made no change.
+			if countActions(client, "get", "nodes") == nodeGets {
+				t.Error("the controller's pool sync did not look up the node")
+			}
+			if st := ctrl.GetStats(); st != (draresourceslice.Stats{}) {
+				t.Errorf("the controller changed the initial slices: %+v", st)
+			}
+			if got := sliceWrites(client); got != writes {
+				t.Errorf("the controller wrote ResourceSlices: %d API writes after CreateInitialSlices, want none", got-writes)
 			}
 		})
 	}
@@ -120,14 +164,14 @@ func TestCreateInitialSlicesLeavesExistingSlicesToTheController(t *testing.T) {
 	other := existing.DeepCopy()
 	other.Name, other.Spec.NodeName = "00000-gpu.nvidia.com-node-b-x", ptr.To("node-b")
 	client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}, existing, other)
-	created, err := CreateInitialSlices(ctx, client, testDriver, testNode, DriverResources(testNode, syntheticDevices(2)))
+	created, err := CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(2)))
 	if err != nil || created != 0 {
 		t.Fatalf("got %d created, err %v; want none: the node has a slice", created, err)
 	}
 
 	// Another node's slice does not count.
 	client = fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}, other)
-	created, err = CreateInitialSlices(ctx, client, testDriver, testNode, DriverResources(testNode, syntheticDevices(2)))
+	created, err = CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(2)))
 	if err != nil || created != 1 {
 		t.Fatalf("got %d created, err %v; want 1", created, err)
 	}
@@ -136,11 +180,27 @@ func TestCreateInitialSlicesLeavesExistingSlicesToTheController(t *testing.T) {
 func TestCreateInitialSlicesReportsAPIErrors(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client := fakeAPIServer() // no node object
-	_, err := CreateInitialSlices(ctx, client, testDriver, testNode, DriverResources(testNode, syntheticDevices(1)))
+	_, err := CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(1)))
 	if err == nil {
 		t.Fatal("no error without the node object")
 	}
 	if n := countActions(client, "create", "resourceslices"); n != 0 {
 		t.Fatalf("%d slices created although the owner is unknown", n)
 	}
+}
+
+// mockInventory discovers the GPUs of a mock machine.
+func mockInventory(tb testing.TB, machine, seed string) *inventory.Inventory {
+	tb.Helper()
+	_, inv := mockmachinetest.Machine(tb, machine, seed)
+	return inv
+}
+
+// syntheticDevices returns n minimal devices named dev-<i>.
+func syntheticDevices(n int) []resourceapi.Device {
+	out := make([]resourceapi.Device, n)
+	for i := range out {
+		out[i] = resourceapi.Device{Name: fmt.Sprintf("dev-%d", i)}
+	}
+	return out
 }

@@ -5,16 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
-
-// BackendReal selects the NVIDIA driver's libnvidia-ml.
-const BackendReal = "real"
-
-// mockPrefix selects a go-nvml mock machine, e.g. "mock:dgxh100".
-const mockPrefix = "mock:"
 
 // ErrNVMLUnavailable means the NVML library could not be loaded or
 // initialized: no driver, or the driver root does not hold it.
@@ -32,28 +25,13 @@ var librarySearchDirs = []string{
 	"lib/aarch64-linux-gnu",
 }
 
-// Open returns an initialized NVML for backend, which is BackendReal or
-// "mock:<machine>" (see MockMachines). seed makes mock UUIDs stable and
-// distinct per node; it is ignored for the real backend. For the real
-// backend, libnvidia-ml.so.1 is looked up under driverRoot first, then
-// through the dynamic linker.
+// LoadNVML loads the NVIDIA driver's libnvidia-ml.so.1 (looked up under
+// driverRoot first, then through the dynamic linker) and initializes it. A
+// failure wraps ErrNVMLUnavailable and says what to check; hint, when set,
+// is appended to it (the caller's advice for nodes without GPUs).
 //
 // The caller owns the returned library and must call Shutdown on it.
-func Open(backend, driverRoot, seed string) (nvml.Interface, error) {
-	switch {
-	case backend == BackendReal || backend == "":
-		return openReal(driverRoot)
-	case strings.HasPrefix(backend, mockPrefix):
-		s, err := NewMock(strings.TrimPrefix(backend, mockPrefix), seed)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	}
-	return nil, fmt.Errorf("unknown NVML backend %q: use %q or one of %s", backend, BackendReal, strings.Join(mockBackendNames(), ", "))
-}
-
-func openReal(driverRoot string) (lib nvml.Interface, err error) {
+func LoadNVML(driverRoot, hint string) (lib nvml.Interface, err error) {
 	var opts []nvml.LibraryOption
 	if path := FindNVMLLibrary(driverRoot); path != "" {
 		opts = append(opts, nvml.WithLibraryPath(path))
@@ -67,8 +45,11 @@ func openReal(driverRoot string) (lib nvml.Interface, err error) {
 		}
 	}()
 	if ret := lib.Init(); ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("%w: nvmlInit: %s (driver root %q): is the NVIDIA driver installed and the driver root right? On a node without GPUs use a mock backend such as --nvml=mock:dgxh100",
-			ErrNVMLUnavailable, nvml.ErrorString(ret), driverRoot)
+		msg := fmt.Sprintf("nvmlInit: %s (driver root %q): is the NVIDIA driver installed and the driver root right?", nvml.ErrorString(ret), driverRoot)
+		if hint != "" {
+			msg += " " + hint
+		}
+		return nil, fmt.Errorf("%w: %s", ErrNVMLUnavailable, msg)
 	}
 	return lib, nil
 }

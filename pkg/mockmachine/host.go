@@ -1,18 +1,10 @@
-// Package mockhost lays out the host side of an NVIDIA driver installation
-// for a mock GPU machine: driver libraries and binaries of the mock driver
-// version under a driver root, and device nodes under a device root. With
-// it, the CDI specs the plugin writes on a machine without GPUs name paths
-// that exist, so a container runtime can inject them.
-//
-// Create is idempotent: it creates what is missing and leaves what exists.
-package mockhost
+package mockmachine
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -52,8 +44,8 @@ var binaries = []string{
 	"nvidia-cuda-mps-server",
 }
 
-// Options say where to lay out the mock host.
-type Options struct {
+// HostOptions say where to lay out the mock host.
+type HostOptions struct {
 	// DriverRoot receives usr/lib/.../lib*.so.<version> and usr/bin/nvidia-*.
 	DriverRoot string
 	// DevRoot receives dev/nvidia<minor>, dev/nvidiactl, dev/nvidia-uvm and
@@ -61,10 +53,10 @@ type Options struct {
 	DevRoot string
 }
 
-// Create lays out the files of inv's driver version and device nodes for
+// LayOutHost lays out the files of inv's driver version and device nodes for
 // inv's GPUs. Device nodes need CAP_MKNOD; without it Create returns an
 // error wrapping ErrNoMknod after creating everything else.
-func Create(opts Options, inv *inventory.Inventory) error {
+func LayOutHost(opts HostOptions, inv *inventory.Inventory) error {
 	libDir := filepath.Join(opts.DriverRoot, LibDir)
 	binDir := filepath.Join(opts.DriverRoot, "usr/bin")
 	for _, dir := range []string{libDir, binDir, filepath.Join(opts.DevRoot, "dev")} {
@@ -141,14 +133,4 @@ func mknodIfMissing(path string, dev uint64) error {
 		return fmt.Errorf("mock host: %w", err)
 	}
 	return nil
-}
-
-// CreateForBackend is Create for a plugin started with --mock-host-root: the
-// mock host only makes sense with a mock NVML backend ("mock:<machine>"), and
-// the driver root and device root are both root.
-func CreateForBackend(backend, root string, inv *inventory.Inventory) error {
-	if !strings.HasPrefix(backend, "mock:") {
-		return fmt.Errorf("--mock-host-root needs a mock NVML backend (--nvml=mock:<machine>), not %q", backend)
-	}
-	return Create(Options{DriverRoot: root, DevRoot: root}, inv)
 }

@@ -1,4 +1,4 @@
-package mockhost
+package mockmachine
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/inventory"
 )
 
-// MIGMinorsFile is where Create writes the mock mig-minors file, relative
+// MIGMinorsFile is where LayOutHost writes the mock mig-minors file, relative
 // to the driver root: the mock counterpart of
 // /proc/driver/nvidia-caps/mig-minors.
 const MIGMinorsFile = "proc/driver/nvidia-caps/mig-minors"
@@ -38,7 +38,7 @@ func MIGCapMinors(inv *inventory.Inventory) map[string]int {
 // capability device nodes under the device root. Without MIG devices it
 // does nothing. The file is rewritten every time, so that it matches the
 // current MIG devices.
-func createMIGCaps(opts Options, inv *inventory.Inventory) error {
+func createMIGCaps(opts HostOptions, inv *inventory.Inventory) error {
 	if len(inv.MIGDevices) == 0 {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package inventory
+package mockmachine
 
 import (
 	"context"
@@ -12,13 +12,13 @@ import (
 	"k8s.io/klog/v2/ktesting"
 )
 
-func newMockEvents(t *testing.T) (nvml.Interface, *MockEvents) {
+func newMockEvents(t *testing.T) (nvml.Interface, *Events) {
 	t.Helper()
-	s, err := NewMock("dgxa100", "node-a")
+	s, err := New("dgxa100", "node-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := InstallMockEvents(s)
+	e, err := InstallEvents(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestMockEventsUnsupportedType(t *testing.T) {
 	if ret := d.RegisterEvents(nvml.EventTypeClock, set); ret != nvml.ERROR_NOT_SUPPORTED {
 		t.Errorf("RegisterEvents(clock) = %v, want ERROR_NOT_SUPPORTED", nvml.ErrorString(ret))
 	}
-	if types, ret := d.GetSupportedEventTypes(); ret != nvml.SUCCESS || types != MockSupportedEventTypes {
+	if types, ret := d.GetSupportedEventTypes(); ret != nvml.SUCCESS || types != SupportedEventTypes {
 		t.Errorf("GetSupportedEventTypes = %#x, %v", types, nvml.ErrorString(ret))
 	}
 }
@@ -171,7 +171,7 @@ func TestMockEventsUnsupportedType(t *testing.T) {
 func TestMockEventsApplyAndWatchFile(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	lib, e := newMockEvents(t)
-	set := registeredSet(t, lib, 0, MockSupportedEventTypes)
+	set := registeredSet(t, lib, 0, SupportedEventTypes)
 
 	err := e.Apply(ctx, strings.NewReader("# comment\n\nxid 0 13\ndbe 0\nbogus 1\nxid 0 x\nxid 9 1\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 5") || !strings.Contains(err.Error(), "line 6") || !strings.Contains(err.Error(), "line 7") {

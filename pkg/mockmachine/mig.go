@@ -1,4 +1,4 @@
-package inventory
+package mockmachine
 
 import (
 	"crypto/sha256"
@@ -10,27 +10,27 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
-// MIGMockSuffix turns a mock machine into its MIG variant: "dgxa100-mig"
+// MIGSuffix turns a mock machine into its MIG variant: "dgxa100-mig"
 // is a dgxa100 whose first two GPUs are in MIG mode with MIG devices
-// already created (see MockMIGLayout).
-const MIGMockSuffix = "-mig"
+// already created (see MIGLayout).
+const MIGSuffix = "-mig"
 
-// MockMIGLayout is the GPU instance slice counts created on the GPUs of a
+// MIGLayout is the GPU instance slice counts created on the GPUs of a
 // MIG mock machine, by GPU index: GPU 0 is split into two 1-slice, a
 // 2-slice and a 3-slice instance (GPU instance IDs 0 to 3, placed in that
 // order), GPU 1 holds one 7-slice instance. Each GPU
 // instance holds one compute instance that spans it.
-var MockMIGLayout = map[int][]uint32{
+var MIGLayout = map[int][]uint32{
 	0: {1, 1, 2, 3},
 	1: {7},
 }
 
 // MIGMockMachines lists the MIG variants of MockMachines accepted by
 // NewMock.
-func MIGMockMachines() []string {
+func MIGNames() []string {
 	var out []string
-	for _, m := range MockMachines() {
-		out = append(out, m+MIGMockSuffix)
+	for _, m := range Names() {
+		out = append(out, m+MIGSuffix)
 	}
 	return out
 }
@@ -38,15 +38,15 @@ func MIGMockMachines() []string {
 // splitMIGMachine returns the base machine of name and whether name is a
 // MIG variant.
 func splitMIGMachine(name string) (string, bool) {
-	return strings.CutSuffix(name, MIGMockSuffix)
+	return strings.CutSuffix(name, MIGSuffix)
 }
 
-// enableMockMIG puts the GPUs of MockMIGLayout into MIG mode, creates their
+// enableMockMIG puts the GPUs of MIGLayout into MIG mode, creates their
 // instances with go-nvml's own mock functions, and adds the NVML calls of
 // MIG discovery that the mock servers leave unset. MIG UUIDs derive from
 // (machine, seed, GPU index, instance) like the GPUs' UUIDs.
 func enableMockMIG(s *server.Server, machine, seed string) error {
-	for idx, slices := range MockMIGLayout {
+	for idx, slices := range MIGLayout {
 		if idx >= len(s.Devices) {
 			continue
 		}

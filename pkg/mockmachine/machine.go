@@ -1,4 +1,4 @@
-package inventory
+package mockmachine
 
 import (
 	"crypto/sha256"
@@ -22,7 +22,7 @@ var mockMachines = map[string]func() *server.Server{
 }
 
 // MockMachines lists the machine names accepted by NewMock.
-func MockMachines() []string {
+func Names() []string {
 	names := make([]string, 0, len(mockMachines))
 	for n := range mockMachines {
 		names = append(names, n)
@@ -31,26 +31,18 @@ func MockMachines() []string {
 	return names
 }
 
-func mockBackendNames() []string {
-	var out []string
-	for _, n := range MockMachines() {
-		out = append(out, mockPrefix+n)
-	}
-	return out
-}
-
 // NewMock returns an initialized go-nvml mock machine; a name with the
-// MIGMockSuffix gives the machine's MIG variant (see MockMIGLayout).
+// MIGSuffix gives the machine's MIG variant (see MIGLayout).
 // go-nvml's servers
 // draw random UUIDs and report no PCI bus ID; NewMock makes both
 // deterministic from (machine, seed, index) so that a restarted plugin sees
 // the same devices, and fills in the NVML calls that the driver and nvcdi
 // make but the servers leave unset.
-func NewMock(machine, seed string) (*server.Server, error) {
+func New(machine, seed string) (*server.Server, error) {
 	base, withMIG := splitMIGMachine(machine)
 	newServer, ok := mockMachines[base]
 	if !ok {
-		return nil, fmt.Errorf("unknown mock machine %q: use one of %v, or a MIG variant %v", machine, MockMachines(), MIGMockMachines())
+		return nil, fmt.Errorf("unknown mock machine %q: use one of %v, or a MIG variant %v", machine, Names(), MIGNames())
 	}
 	s := newServer()
 	for i, h := range s.Devices {
@@ -102,4 +94,12 @@ func toInt8(s string) []int8 {
 		out[i] = int8(s[i])
 	}
 	return out
+}
+
+// Known tells whether New accepts machine: one of Names, or a MIG variant
+// of one (MIGNames).
+func Known(machine string) bool {
+	base, _ := splitMIGMachine(machine)
+	_, ok := mockMachines[base]
+	return ok
 }

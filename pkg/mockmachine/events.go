@@ -1,4 +1,4 @@
-package inventory
+package mockmachine
 
 import (
 	"bufio"
@@ -18,25 +18,25 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// MockEventsFile is the file, in the mock host root of a plugin with a mock
+// EventsFile is the file, in the mock host root of a plugin with a mock
 // NVML backend, from which the plugin takes injected GPU events (see
-// MockEvents.WatchFile and Apply).
-const MockEventsFile = "inject-events"
+// Events.WatchFile and Apply).
+const EventsFile = "inject-events"
 
-// MockEventsPoll is how often the plugins look at MockEventsFile.
-const MockEventsPoll = 500 * time.Millisecond
+// EventsPoll is how often the plugins look at EventsFile.
+const EventsPoll = 500 * time.Millisecond
 
-// MockSupportedEventTypes are the NVML event types a mock GPU with
-// MockEvents claims to support (GetSupportedEventTypes).
-const MockSupportedEventTypes = nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError | nvml.EventTypeSingleBitEccError
+// SupportedEventTypes are the NVML event types a mock GPU with
+// Events claims to support (GetSupportedEventTypes).
+const SupportedEventTypes = nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError | nvml.EventTypeSingleBitEccError
 
-// MockEvents gives a go-nvml mock machine (see NewMock) the NVML event API,
+// Events gives a go-nvml mock machine (see NewMock) the NVML event API,
 // which go-nvml's mock servers leave unset, and lets tests and the mock
 // plugins inject events into it:
 //
-//   - lib.EventSetCreate returns an event set that MockEvents owns;
+//   - lib.EventSetCreate returns an event set that Events owns;
 //   - device.RegisterEvents registers the device's events in such a set,
-//     and device.GetSupportedEventTypes reports MockSupportedEventTypes;
+//     and device.GetSupportedEventTypes reports SupportedEventTypes;
 //   - Inject delivers an nvml.EventData to every live set in which the
 //     device registered for that event type; set.Wait returns it;
 //   - SetLost makes a GPU fall off the bus: waiting sets get
@@ -47,7 +47,7 @@ const MockSupportedEventTypes = nvml.EventTypeXidCriticalError | nvml.EventTypeD
 // NVML drops events nobody waits for. All methods are safe for concurrent
 // use. The event sets keep no call history, so a monitor may wait on them
 // forever without growing memory.
-type MockEvents struct {
+type Events struct {
 	devices []*server.Device
 
 	mu      sync.Mutex
@@ -56,15 +56,15 @@ type MockEvents struct {
 	waitErr nvml.Return     // SUCCESS: Wait works
 }
 
-// InstallMockEvents sets the event functions of s and of its devices
+// InstallEvents sets the event functions of s and of its devices
 // (EventSetCreate, EventSetWait, EventSetFree; RegisterEvents,
 // GetSupportedEventTypes) and returns the handle to inject events. It sets
 // only functions that go-nvml's mock servers leave nil, so it does not race
 // with other users of s. Call it once per server, before anything registers
 // events; a second call replaces the first (sets of the first stop getting
 // events).
-func InstallMockEvents(s *server.Server) (*MockEvents, error) {
-	e := &MockEvents{sets: map[*mockEventSet]struct{}{}, lost: map[string]bool{}, waitErr: nvml.SUCCESS}
+func InstallEvents(s *server.Server) (*Events, error) {
+	e := &Events{sets: map[*mockEventSet]struct{}{}, lost: map[string]bool{}, waitErr: nvml.SUCCESS}
 	for i, h := range s.Devices {
 		d, ok := h.(*server.Device)
 		if !ok {
@@ -77,7 +77,7 @@ func InstallMockEvents(s *server.Server) (*MockEvents, error) {
 			return e.register(d, types, set)
 		}
 		d.GetSupportedEventTypesFunc = func() (uint64, nvml.Return) {
-			return MockSupportedEventTypes, nvml.SUCCESS
+			return SupportedEventTypes, nvml.SUCCESS
 		}
 	}
 	s.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
@@ -102,12 +102,12 @@ func InstallMockEvents(s *server.Server) (*MockEvents, error) {
 	return e, nil
 }
 
-func (e *MockEvents) register(d *server.Device, types uint64, set nvml.EventSet) nvml.Return {
+func (e *Events) register(d *server.Device, types uint64, set nvml.EventSet) nvml.Return {
 	s, ok := set.(*mockEventSet)
 	if !ok || s.owner != e {
 		return nvml.ERROR_INVALID_ARGUMENT
 	}
-	if types&^MockSupportedEventTypes != 0 {
+	if types&^SupportedEventTypes != 0 {
 		return nvml.ERROR_NOT_SUPPORTED
 	}
 	e.mu.Lock()
@@ -125,7 +125,7 @@ func (e *MockEvents) register(d *server.Device, types uint64, set nvml.EventSet)
 }
 
 // device finds a mock GPU by UUID or NVML index ("3").
-func (e *MockEvents) device(id string) (*server.Device, error) {
+func (e *Events) device(id string) (*server.Device, error) {
 	for _, d := range e.devices {
 		if d.UUID == id {
 			return d, nil
@@ -141,7 +141,7 @@ func (e *MockEvents) device(id string) (*server.Device, error) {
 // data (the XID for EventTypeXidCriticalError) for the GPU named by device
 // (UUID or NVML index) to every live event set that registered the device
 // for that type. It returns how many sets got it: 0 means nobody listens.
-func (e *MockEvents) Inject(device string, eventType, data uint64) (int, error) {
+func (e *Events) Inject(device string, eventType, data uint64) (int, error) {
 	d, err := e.device(device)
 	if err != nil {
 		return 0, err
@@ -158,13 +158,13 @@ func (e *MockEvents) Inject(device string, eventType, data uint64) (int, error) 
 }
 
 // InjectXID is Inject of a critical XID error.
-func (e *MockEvents) InjectXID(device string, xid uint64) (int, error) {
+func (e *Events) InjectXID(device string, xid uint64) (int, error) {
 	return e.Inject(device, nvml.EventTypeXidCriticalError, xid)
 }
 
 // Listeners tells how many live event sets have the GPU named by device
 // registered for eventType. Tests wait for it before injecting.
-func (e *MockEvents) Listeners(device string, eventType uint64) int {
+func (e *Events) Listeners(device string, eventType uint64) int {
 	d, err := e.device(device)
 	if err != nil {
 		return 0
@@ -184,7 +184,7 @@ func (e *MockEvents) Listeners(device string, eventType uint64) int {
 // back. Losing it wakes every set that has it registered with
 // ERROR_GPU_IS_LOST once; while lost, RegisterEvents and Probe of it fail
 // with ERROR_GPU_IS_LOST.
-func (e *MockEvents) SetLost(device string, lost bool) error {
+func (e *Events) SetLost(device string, lost bool) error {
 	d, err := e.device(device)
 	if err != nil {
 		return err
@@ -207,7 +207,7 @@ func (e *MockEvents) SetLost(device string, lost bool) error {
 
 // SetWaitError makes every Wait of every set return ret at once (a broken
 // event loop) until it is called again with nvml.SUCCESS.
-func (e *MockEvents) SetWaitError(ret nvml.Return) {
+func (e *Events) SetWaitError(ret nvml.Return) {
 	e.mu.Lock()
 	e.waitErr = ret
 	sets := e.liveSetsLocked()
@@ -220,7 +220,7 @@ func (e *MockEvents) SetWaitError(ret nvml.Return) {
 // Probe is what NVML answers for the GPU with this UUID: SUCCESS, or
 // ERROR_GPU_IS_LOST while SetLost holds it lost, or ERROR_NOT_FOUND for an
 // unknown UUID.
-func (e *MockEvents) Probe(uuid string) nvml.Return {
+func (e *Events) Probe(uuid string) nvml.Return {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.lost[uuid] {
@@ -234,13 +234,13 @@ func (e *MockEvents) Probe(uuid string) nvml.Return {
 	return nvml.ERROR_NOT_FOUND
 }
 
-func (e *MockEvents) liveSets() []*mockEventSet {
+func (e *Events) liveSets() []*mockEventSet {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.liveSetsLocked()
 }
 
-func (e *MockEvents) liveSetsLocked() []*mockEventSet {
+func (e *Events) liveSetsLocked() []*mockEventSet {
 	out := make([]*mockEventSet, 0, len(e.sets))
 	for s := range e.sets {
 		out = append(out, s)
@@ -248,7 +248,7 @@ func (e *MockEvents) liveSetsLocked() []*mockEventSet {
 	return out
 }
 
-func (e *MockEvents) waitError() nvml.Return {
+func (e *Events) waitError() nvml.Return {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.waitErr
@@ -260,9 +260,9 @@ type mockItem struct {
 	ret  nvml.Return
 }
 
-// mockEventSet implements nvml.EventSet for MockEvents.
+// mockEventSet implements nvml.EventSet for Events.
 type mockEventSet struct {
-	owner *MockEvents
+	owner *Events
 	wake  chan struct{} // capacity 1: "something changed"
 
 	mu         sync.Mutex
@@ -373,7 +373,7 @@ func (s *mockEventSet) RegisterGpuOperationalEvents_v1(*nvml.GpuOperationalEvent
 //	wait-ok           ... until this
 //
 // Every line is tried; the error joins the failures, each naming its line.
-func (e *MockEvents) Apply(ctx context.Context, r io.Reader) error {
+func (e *Events) Apply(ctx context.Context, r io.Reader) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
 	sc := bufio.NewScanner(r)
@@ -394,7 +394,7 @@ func (e *MockEvents) Apply(ctx context.Context, r io.Reader) error {
 	return errors.Join(errs...)
 }
 
-func (e *MockEvents) applyLine(line string) error {
+func (e *Events) applyLine(line string) error {
 	f := strings.Fields(line)
 	want := map[string]int{"xid": 3, "dbe": 2, "sbe": 2, "lost": 2, "found": 2, "wait-error": 1, "wait-ok": 1}
 	n, known := want[f[0]]
@@ -433,7 +433,7 @@ func (e *MockEvents) applyLine(line string) error {
 // left alone (it is being written). Writing another file and renaming it to
 // path is always safe. A missing file is normal; other failures are logged
 // and retried.
-func (e *MockEvents) WatchFile(ctx context.Context, path string, interval time.Duration) {
+func (e *Events) WatchFile(ctx context.Context, path string, interval time.Duration) {
 	logger := klog.FromContext(ctx).WithValues("path", path)
 	logger.Info("Mock GPU event injection enabled: write commands such as \"xid 0 79\" to the file")
 	ticker := time.NewTicker(interval)

@@ -1,4 +1,4 @@
-package timeslicing
+package mockmachine
 
 import (
 	"context"
@@ -12,43 +12,44 @@ import (
 
 	configapi "github.com/gpudra/gpudra/api/nvidia.com/resource/v1beta1"
 	"github.com/gpudra/gpudra/pkg/durable"
+	"github.com/gpudra/gpudra/pkg/sharing/timeslicing"
 )
 
-// StateFileName is the name of the mock time-slice state file under a mock
+// TimeSliceFileName is the name of the mock time-slice state file under a mock
 // host root.
-const StateFileName = "timeslice.json"
+const TimeSliceFileName = "timeslice.json"
 
-// StateFilePath returns where a plugin with the given mock host root keeps
+// TimeSliceFilePath returns where a plugin with the given mock host root keeps
 // its mock time slices: <root>/var/lib/gpudra-mock/timeslice.json.
-func StateFilePath(mockHostRoot string) string {
-	return filepath.Join(mockHostRoot, "var/lib/gpudra-mock", StateFileName)
+func TimeSliceFilePath(mockHostRoot string) string {
+	return filepath.Join(mockHostRoot, "var/lib/gpudra-mock", TimeSliceFileName)
 }
 
-// StateFile is the TimeSlicer of mock backends: it records the interval of
+// TimeSliceFile is the TimeSlicer of mock backends: it records the interval of
 // each GPU in a JSON file ({"GPU-...": "Long"}), so that tests and the
 // end-to-end suite can check what a real node would have set. A GPU that
 // is not in the file has the Default interval; setting Default removes it.
 // Writes are atomic and durable (pkg/durable). Safe for concurrent use
 // within one process.
-type StateFile struct {
+type TimeSliceFile struct {
 	path string
 	mu   sync.Mutex
 }
 
-var _ TimeSlicer = (*StateFile)(nil)
+var _ timeslicing.TimeSlicer = (*TimeSliceFile)(nil)
 
-// NewStateFile returns a StateFile that keeps its state at path; the file
+// NewTimeSliceFile returns a TimeSliceFile that keeps its state at path; the file
 // and its directory are created on the first change.
-func NewStateFile(path string) *StateFile {
-	return &StateFile{path: path}
+func NewTimeSliceFile(path string) *TimeSliceFile {
+	return &TimeSliceFile{path: path}
 }
 
 // Path returns the state file's path.
-func (f *StateFile) Path() string { return f.path }
+func (f *TimeSliceFile) Path() string { return f.path }
 
 // SetTimeSlice records interval for the GPU.
-func (f *StateFile) SetTimeSlice(_ context.Context, gpuUUID string, interval configapi.TimeSliceInterval) error {
-	if _, err := IntervalValue(interval); err != nil {
+func (f *TimeSliceFile) SetTimeSlice(_ context.Context, gpuUUID string, interval configapi.TimeSliceInterval) error {
+	if _, err := timeslicing.IntervalValue(interval); err != nil {
 		return err
 	}
 	if interval == "" {
@@ -85,14 +86,14 @@ func (f *StateFile) SetTimeSlice(_ context.Context, gpuUUID string, interval con
 }
 
 // Intervals returns the recorded non-default interval of each GPU.
-func (f *StateFile) Intervals() (map[string]configapi.TimeSliceInterval, error) {
+func (f *TimeSliceFile) Intervals() (map[string]configapi.TimeSliceInterval, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.read()
 }
 
 // Interval returns the GPU's recorded interval, DefaultTimeSlice when none.
-func (f *StateFile) Interval(gpuUUID string) (configapi.TimeSliceInterval, error) {
+func (f *TimeSliceFile) Interval(gpuUUID string) (configapi.TimeSliceInterval, error) {
 	state, err := f.Intervals()
 	if err != nil {
 		return "", err
@@ -103,7 +104,7 @@ func (f *StateFile) Interval(gpuUUID string) (configapi.TimeSliceInterval, error
 	return configapi.DefaultTimeSlice, nil
 }
 
-func (f *StateFile) read() (map[string]configapi.TimeSliceInterval, error) {
+func (f *TimeSliceFile) read() (map[string]configapi.TimeSliceInterval, error) {
 	state := map[string]configapi.TimeSliceInterval{}
 	data, err := os.ReadFile(f.path)
 	if errors.Is(err, fs.ErrNotExist) {

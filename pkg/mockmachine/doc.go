@@ -1,0 +1,17 @@
+// Package mockmachine is everything a GPU node needs from NVIDIA's side when
+// it has no GPU: go-nvml's mock DGX machines (dgxa100, dgxh100, dgxh200,
+// dgxb200 and their MIG variants) made deterministic and complete enough for
+// discovery and CDI generation, with
+//
+//   - injectable NVML events (Events: XIDs, ECC errors, lost GPUs; from
+//     tests, or from EventsFile under the mock host root);
+//   - the host side of a driver installation (LayOutHost: libraries,
+//     binaries and device nodes, the MIG capability minors), so that the CDI
+//     specs written on such a node name paths that exist;
+//   - a time slicer that records intervals in a file (TimeSliceFile) instead
+//     of calling nvidia-smi.
+//
+// Production code reaches this package only through the NVML backend of
+// pkg/node (--nvml=mock:<machine>); nothing else decides whether a node is a
+// mock one.
+package mockmachine

@@ -1,0 +1,86 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/gpudra/gpudra/pkg/cdi"
+	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/metrics"
+	"github.com/gpudra/gpudra/pkg/node"
+	"github.com/gpudra/gpudra/pkg/sharing"
+)
+
+// openClaimState opens the CDI spec directory and the claim checkpoint,
+// builds the sharing appliers, loads the prepared claims and brings the CDI
+// directory and the MPS daemons in line with them. It returns before
+// anything serves the kubelet: no prepare runs while the MPS sweep decides
+// which daemons belong to no prepared claim.
+func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Metrics) (*claimstate.State, error) {
+	logger := klog.FromContext(ctx)
+	naming := cdi.NewNaming(cfg.DriverName)
+	specDir, err := cdi.NewSpecDir(cfg.Node.CDIRoot, naming)
+	if err != nil {
+		return nil, fmt.Errorf("CDI root %s: %w", cfg.Node.CDIRoot, err)
+	}
+	dataDir := cfg.PluginDataDir()
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating the plugin data directory: %w", err)
+	}
+	store, err := checkpoint.NewStore(filepath.Join(dataDir, "claims"))
+	if err != nil {
+		return nil, fmt.Errorf("opening the claim checkpoint: %w", err)
+	}
+	bootID, err := readBootID(cfg.BootIDPath)
+	if err != nil {
+		return nil, err
+	}
+	claimEdits, err := n.DeviceEdits()
+	if err != nil {
+		return nil, err
+	}
+	mpsManager, err := NewMPSManager(ctx, cfg, n)
+	if err != nil {
+		return nil, fmt.Errorf("MPS sharing: %w", err)
+	}
+	// The time slicer reads the recorded claims of the state created
+	// below; it does so only in Undo, which nothing calls before New returns.
+	var state *claimstate.State
+	applier := newSharing(ctx, cfg, n, func() []sharing.Claim { return state.SharingClaims() }, mpsApplier(mpsManager))
+	state, loadErrs, err := claimstate.New(ctx, claimstate.Options{
+		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Devices: n.Devices, Edits: claimEdits,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, le := range loadErrs {
+		m.CheckpointErrors.Inc()
+		logger.Error(le.Err, "Claim checkpoint file cannot be read; the claim it holds is not recovered. Move the file away after checking it", "path", le.Path)
+	}
+	reportUnreadableCheckpoints(ctx, cfg.KubeClient, cfg.NodeName, loadErrs)
+	report := state.Reconcile(ctx)
+	for _, err := range report.Errors {
+		logger.Error(err, "Reconciling checkpoint and CDI directory")
+	}
+	logger.Info("Reconciled checkpoint and CDI directory", "preparedClaims", len(state.PreparedClaims()),
+		"specsRecreated", report.SpecsRecreated, "orphansRemoved", report.OrphansRemoved, "fromPreviousBoot", report.FromPreviousBoot, "sharingReapplied", report.SharingReapplied)
+	m.PreparedClaims.Set(float64(len(state.PreparedClaims())))
+	sweepCtx, cancelSweep := context.WithTimeout(ctx, 10*time.Second)
+	sweepMPS(sweepCtx, mpsManager, state)
+	cancelSweep()
+	return state, nil
+}
+
+func readBootID(path string) (string, error) {
+	if path == "" {
+		return checkpoint.ReadBootID()
+	}
+	return checkpoint.ReadBootIDFile(path)
+}

@@ -1,0 +1,99 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpudra/gpudra/pkg/health"
+	"github.com/gpudra/gpudra/pkg/node"
+)
+
+// Config is everything the plugin needs; cmd/gpu-kubelet-plugin fills it
+// from flags and environment variables.
+type Config struct {
+	NodeName   string
+	DriverName string
+	// Node locates the driver, its device nodes, the CDI spec directory and
+	// the CDI hook (see node.Flags).
+	Node node.Flags
+	// Kubelet is where the kubelet finds the plugin.
+	Kubelet KubeletConfig
+	// KubeClient talks to the API server.
+	KubeClient kubernetes.Interface
+	// Metrics configures the metrics server.
+	Metrics MetricsConfig
+	// BootIDPath defaults to checkpoint's boot ID file.
+	BootIDPath string
+	// DriverWatchInterval is how often the plugin checks whether the driver
+	// changed; it stops with an error when it did, so that it restarts with
+	// edits of the new driver. Zero turns the check off.
+	DriverWatchInterval time.Duration
+	// Health configures GPU health monitoring (see health.go).
+	Health HealthConfig
+	// MPS configures MPS sharing (see mps.go); a zero value turns it off.
+	MPS MPSConfig
+}
+
+// KubeletConfig is the plugin's side of the kubelet.
+type KubeletConfig struct {
+	// RegistrarDir is the kubelet's plugin registration directory.
+	RegistrarDir string
+	// PluginsDir is the parent of the plugin data directory
+	// (<PluginsDir>/<DriverName>), which holds the DRA socket and the
+	// claim checkpoint.
+	PluginsDir string
+	// PodUID, when set, enables seamless rolling updates of the DaemonSet.
+	PodUID types.UID
+}
+
+// MetricsConfig configures the metrics server.
+type MetricsConfig struct {
+	// Address serves /metrics, /healthz and /readyz ("" = off).
+	Address string
+	// Profiling also serves Go's /debug/pprof/ on Address.
+	Profiling bool
+}
+
+// HealthConfig configures GPU health monitoring through NVML events:
+// unhealthy GPUs are reported to the kubelet and tainted in the
+// ResourceSlices (see pkg/health).
+type HealthConfig struct {
+	// Enabled turns the monitor on; off, every device is reported healthy.
+	Enabled bool
+	// Monitor tunes the monitor (ignored XIDs, recovery period); the
+	// node's backend completes it (node.Node.HealthOptions).
+	Monitor health.Options
+	// TaintEffect of unhealthy GPUs: "NoSchedule" (default) or "NoExecute".
+	// Unmonitored GPUs are always tainted NoSchedule.
+	TaintEffect string
+	// ResendInterval is how often the health report is re-sent to the
+	// kubelet; defaults to 15 s.
+	ResendInterval time.Duration
+}
+
+// PluginDataDir is where the plugin keeps its socket and checkpoint.
+func (c Config) PluginDataDir() string { return filepath.Join(c.Kubelet.PluginsDir, c.DriverName) }
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("the node name is required (--node-name or NODE_NAME)"))
+	}
+	if c.DriverName == "" {
+		errs = append(errs, errors.New("the driver name is required (--driver-name or DRIVER_NAME)"))
+	}
+	if c.KubeClient == nil {
+		errs = append(errs, errors.New("a Kubernetes client is required"))
+	}
+	for flag, dir := range map[string]string{"--cdi-root": c.Node.CDIRoot, "--kubelet-registrar-directory-path": c.Kubelet.RegistrarDir, "--kubelet-plugins-directory-path": c.Kubelet.PluginsDir} {
+		if dir == "" {
+			errs = append(errs, fmt.Errorf("%s must not be empty", flag))
+		}
+	}
+	return errors.Join(errs...)
+}
