@@ -54,7 +54,7 @@ func run(args []string) error {
 	f.String(&o.cfg.RenameResource, "rename-resource", "RENAME_RESOURCE", "", "with --replicas > 1: advertise the shared GPUs under this resource name, e.g. nvidia.com/gpu.shared")
 	f.Duration(&o.driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then exits to be restarted with a new CDI spec); 0 turns it off")
 	var healthFlags health.Flags
-	healthFlags.AddFlags(fs, f)
+	healthFlags.AddFlags(f)
 	f.String(&o.nodeName, "node-name", "NODE_NAME", "", "name of this node; seeds mock GPU UUIDs")
 	f.Bind("v", "VERBOSITY")
 	if err := f.Parse(args); err != nil {

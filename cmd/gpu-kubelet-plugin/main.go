@@ -59,7 +59,7 @@ func run(args []string) error {
 	f.Duration(&o.cfg.Health.ResendInterval, "health-resend-interval", "HEALTH_RESEND_INTERVAL", 15*time.Second, "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
 	f.Duration(&o.cfg.DriverWatchInterval, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
 	var healthFlags health.Flags
-	healthFlags.AddFlags(fs, f)
+	healthFlags.AddFlags(f)
 	f.String(&o.cfg.Health.TaintEffect, "health-taint-effect", "HEALTH_TAINT_EFFECT", "NoSchedule", "effect of the taint on unhealthy GPUs: NoSchedule, or NoExecute to also evict the pods using them (unmonitored GPUs always get NoSchedule)")
 	f.String(&o.cfg.MPS.DaemonImage, "mps-daemon-image", "MPS_DAEMON_IMAGE", "", "image of the per-claim MPS control daemon pods (the driver image); empty turns MPS sharing off")
 	f.String(&o.cfg.MPS.BaseDir, "mps-base-dir", "MPS_BASE_DIR", "/var/lib/gpudra/mps", "host directory of the claims' MPS pipe, log and shm directories; the plugin must see it at the same path")

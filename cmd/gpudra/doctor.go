@@ -20,8 +20,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) (in
 	addCDIDirsFlag(f, &dirs)
 	f.String(&cfg.DriverName, "driver-name", "DRIVER_NAME", "gpu.nvidia.com", "DRA driver name: specs of kind k8s.<name>/* are the plugin's")
 	f.String(&cfg.ContainerdConfig, "containerd-config", "CONTAINERD_CONFIG", "/etc/containerd/config.toml", "host path of containerd's config")
-	fs.BoolVar(&cfg.PreStart, "pre-start", false, "the doctor runs right before the plugin starts (the chart's init container): problems of the plugin's own CDI specs, which it rewrites at start, are warnings")
-	f.Bind("pre-start", "DOCTOR_PRE_START")
+	f.Bool(&cfg.PreStart, "pre-start", "DOCTOR_PRE_START", false, "the doctor runs right before the plugin starts (the chart's init container): problems of the plugin's own CDI specs, which it rewrites at start, are warnings")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON document instead of the table")
 	if err := parse(f, fs, args); err != nil {
 		return exitUsage, err

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"flag"
 	"fmt"
 	"time"
 
@@ -19,16 +18,14 @@ type Flags struct {
 }
 
 // AddFlags defines --health-monitor, --health-ignored-xids,
-// --health-replace-ignored-xids and --health-recovery-period on fs, with
-// environment twins through env (HEALTH_MONITOR, HEALTH_IGNORED_XIDS,
+// --health-replace-ignored-xids and --health-recovery-period on env's flag
+// set, with their environment twins (HEALTH_MONITOR, HEALTH_IGNORED_XIDS,
 // HEALTH_REPLACE_IGNORED_XIDS, HEALTH_RECOVERY_PERIOD).
-func (f *Flags) AddFlags(fs *flag.FlagSet, env *flagenv.Set) {
-	fs.BoolVar(&f.Enabled, "health-monitor", true, "watch the GPUs through NVML events (critical XIDs, double-bit ECC errors, GPUs fallen off the bus) and report unhealthy ones")
-	env.Bind("health-monitor", "HEALTH_MONITOR")
+func (f *Flags) AddFlags(env *flagenv.Set) {
+	env.Bool(&f.Enabled, "health-monitor", "HEALTH_MONITOR", true, "watch the GPUs through NVML events (critical XIDs, double-bit ECC errors, GPUs fallen off the bus) and report unhealthy ones")
 	env.String(&f.ignoredXIDs, "health-ignored-xids", "HEALTH_IGNORED_XIDS", "",
 		fmt.Sprintf("comma-separated XIDs that do not make a GPU unhealthy, in addition to the application-caused defaults %v", DefaultIgnoredXIDs()))
-	fs.BoolVar(&f.replace, "health-replace-ignored-xids", false, "--health-ignored-xids replaces the default list instead of extending it (an empty list then ignores no XID)")
-	env.Bind("health-replace-ignored-xids", "HEALTH_REPLACE_IGNORED_XIDS")
+	env.Bool(&f.replace, "health-replace-ignored-xids", "HEALTH_REPLACE_IGNORED_XIDS", false, "--health-ignored-xids replaces the default list instead of extending it (an empty list then ignores no XID)")
 	env.String(&f.recoveryPeriod, "health-recovery-period", "HEALTH_RECOVERY_PERIOD", "0s",
 		"a GPU with a critical XID or double-bit ECC error is healthy again after this long without errors; 0 means never (reset the GPU, then restart the plugin). Lost GPUs recover when NVML sees them again")
 }

@@ -14,7 +14,7 @@ func parseFlags(t *testing.T, args ...string) (*Flags, error) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	var f Flags
 	env := flagenv.New(fs)
-	f.AddFlags(fs, env)
+	f.AddFlags(env)
 	if err := env.Parse(args); err != nil {
 		t.Fatal(err)
 	}
