@@ -45,8 +45,9 @@ type Backend interface {
 	MIGCaps(inv *inventory.Inventory, mockHostRoot string) (cdi.MIGCaps, error)
 	// TimeSlicer returns what sets the GPUs' time slices: nvidia-smi of
 	// the driver under driverRoot, or a state file of the mock machine
-	// (under the mock host root, else in dataDir).
-	TimeSlicer(ctx context.Context, driverRoot, mockHostRoot, dataDir string) (timeslicing.TimeSlicer, error)
+	// (under the mock host root, else in dataDir). Nil, logged, when there
+	// is none: time-slicing is then off.
+	TimeSlicer(ctx context.Context, driverRoot, mockHostRoot, dataDir string) timeslicing.TimeSlicer
 	// HealthProbe, when not nil, tells the health monitor whether a GPU is
 	// there (health.Options.Probe); nil: NVML's own answer.
 	HealthProbe() func(uuid string) nvml.Return
@@ -105,13 +106,13 @@ func (realBackend) MIGCaps(*inventory.Inventory, string) (cdi.MIGCaps, error) {
 
 // TimeSlicer is nvidia-smi; without it, time-slicing is off (nil) and claims
 // asking for it fail with an error that says so.
-func (realBackend) TimeSlicer(ctx context.Context, driverRoot, _, _ string) (timeslicing.TimeSlicer, error) {
+func (realBackend) TimeSlicer(ctx context.Context, driverRoot, _, _ string) timeslicing.TimeSlicer {
 	smi, err := timeslicing.NewNvidiaSMI(driverRoot)
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "Time-slicing is off")
-		return nil, nil
+		return nil
 	}
-	return smi, nil
+	return smi
 }
 
 func (realBackend) HealthProbe() func(string) nvml.Return { return nil }
@@ -158,13 +159,13 @@ func (b *mockBackend) MIGCaps(inv *inventory.Inventory, mockHostRoot string) (cd
 	return mockmachine.MIGCapMinors(inv), nil
 }
 
-func (b *mockBackend) TimeSlicer(ctx context.Context, _, mockHostRoot, dataDir string) (timeslicing.TimeSlicer, error) {
+func (b *mockBackend) TimeSlicer(ctx context.Context, _, mockHostRoot, dataDir string) timeslicing.TimeSlicer {
 	path := filepath.Join(dataDir, mockTimeSliceFile)
 	if mockHostRoot != "" {
 		path = mockmachine.TimeSliceFilePath(mockHostRoot)
 	}
 	klog.FromContext(ctx).Info("Time-slicing recorded in a mock state file", "path", path)
-	return mockmachine.NewTimeSliceFile(path), nil
+	return mockmachine.NewTimeSliceFile(path)
 }
 
 func (b *mockBackend) HealthProbe() func(string) nvml.Return {

@@ -191,7 +191,7 @@ func (n *Node) DeviceEdits() (cdi.DeviceEdits, error) {
 
 // TimeSlicer returns the backend's time slicer (nil: time-slicing is off,
 // logged); dataDir is the plugin's own directory.
-func (n *Node) TimeSlicer(ctx context.Context, dataDir string) (timeslicing.TimeSlicer, error) {
+func (n *Node) TimeSlicer(ctx context.Context, dataDir string) timeslicing.TimeSlicer {
 	return n.Backend.TimeSlicer(ctx, n.Roots.DriverRoot, n.Roots.MockHostRoot, dataDir)
 }
 
@@ -219,7 +219,8 @@ func (n *Node) WatchDriver(ctx context.Context, interval time.Duration, onChange
 	driverwatch.Watch(ctx, n.Roots.DriverRoot, driverwatch.DefaultProcRoot, interval, onChange)
 }
 
-// HostDriverRoot is the driver root as the host sees it.
+// HostDriver is the driver root as the host sees it: HostDriverRoot, else
+// DriverRoot (the process sees the driver where the host does).
 func (r Roots) HostDriver() string {
 	if r.HostDriverRoot != "" {
 		return r.HostDriverRoot

@@ -18,8 +18,7 @@ import (
 // state exists.
 func newSharing(ctx context.Context, cfg Config, n *node.Node, claims func() []sharing.Claim, mps sharing.Applier) sharing.Applier {
 	c := sharing.Composite{MPS: mps}
-	slicer, _ := n.TimeSlicer(ctx, cfg.PluginDataDir())
-	if slicer != nil {
+	if slicer := n.TimeSlicer(ctx, cfg.PluginDataDir()); slicer != nil {
 		c.TimeSlicing = timeslicing.New(timeslicing.Options{Slicer: slicer, Claims: claims})
 	}
 	return c
