@@ -36,9 +36,11 @@ type Backend interface {
 	// Open loads and initializes NVML; driverRoot is where this process
 	// sees the driver. The caller owns the library and shuts it down.
 	Open(driverRoot string) (nvml.Interface, error)
-	// PCIeRoot resolves a GPU's bus ID to its PCIe root complex; nil when
-	// the bus IDs are invented and may name unrelated devices of the host.
-	PCIeRoot() func(busID string) (string, error)
+	// PCIeRoot resolves a GPU's bus ID to its PCIe root complex through
+	// the host's sysfs, which this process sees at sysfsRoot (see
+	// resourceslice.PCIeRootResolver); nil when the bus IDs are invented
+	// and may name unrelated devices of the host.
+	PCIeRoot(sysfsRoot string) func(busID string) (string, error)
 	// MIGCaps returns the capability minors of inv's MIG devices, read
 	// under driverRoot where the driver keeps them (mock host root) or
 	// from the kernel (/proc/driver/nvidia-caps/mig-minors).
@@ -98,7 +100,9 @@ func (realBackend) Open(driverRoot string) (nvml.Interface, error) {
 	return inventory.LoadNVML(driverRoot, "On a node without GPUs use a mock backend such as --nvml=mock:dgxh100")
 }
 
-func (realBackend) PCIeRoot() func(string) (string, error) { return resourceslice.PCIeRootFromSysfs }
+func (realBackend) PCIeRoot(sysfsRoot string) func(string) (string, error) {
+	return resourceslice.PCIeRootResolver(sysfsRoot)
+}
 
 func (realBackend) MIGCaps(*inventory.Inventory, string) (cdi.MIGCaps, error) {
 	return cdi.ReadMIGCaps(cdi.MIGMinorsPath)
@@ -150,7 +154,7 @@ func (b *mockBackend) Open(string) (nvml.Interface, error) {
 // Events is the event injection of the opened machine (nil before Open).
 func (b *mockBackend) Events() *mockmachine.Events { return b.events }
 
-func (b *mockBackend) PCIeRoot() func(string) (string, error) { return nil }
+func (b *mockBackend) PCIeRoot(string) func(string) (string, error) { return nil }
 
 func (b *mockBackend) MIGCaps(inv *inventory.Inventory, mockHostRoot string) (cdi.MIGCaps, error) {
 	if mockHostRoot != "" {

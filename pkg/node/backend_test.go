@@ -67,11 +67,11 @@ func TestMockBackendHasEvents(t *testing.T) {
 	if _, ret := lib.EventSetCreate(); ret != nvml.SUCCESS {
 		t.Errorf("EventSetCreate on an opened mock machine: %s", nvml.ErrorString(ret))
 	}
-	if b.PCIeRoot() != nil {
+	if b.PCIeRoot("/sys") != nil {
 		t.Error("a mock backend resolves PCIe roots of invented bus IDs")
 	}
 	real, err := ParseBackend("", "n")
-	if err != nil || real.Mock() || real.String() != BackendReal || real.PCIeRoot() == nil {
+	if err != nil || real.Mock() || real.String() != BackendReal || real.PCIeRoot("/sys") == nil {
 		t.Errorf("empty --nvml: %v, %v", real, err)
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
 // Flags locate a node's NVIDIA driver, device nodes, CDI spec directory and
@@ -14,6 +15,7 @@ import (
 //	--host-driver-root       HOST_DRIVER_ROOT        the same directory as the host (and so the container runtime) sees it
 //	--dev-root               NVIDIA_DEV_ROOT         where this process sees the root of the driver's device nodes (dev/nvidia*)
 //	--mock-host-root         MOCK_HOST_ROOT          host directory of a mock machine's driver files and device nodes
+//	--sysfs-root             SYSFS_ROOT              where this process sees the host's sysfs (the GPUs' PCIe roots)
 //	--cdi-root               CDI_ROOT                host directory of the driver's CDI specs
 //	--nvidia-cdi-hook-path   NVIDIA_CDI_HOOK_PATH    host path of nvidia-cdi-hook, named in the CDI specs
 //	--install-cdi-hook-from  INSTALL_CDI_HOOK_FROM   a nvidia-cdi-hook binary to copy to the hook path at start
@@ -29,6 +31,7 @@ type Flags struct {
 	HostDriverRoot  string
 	DevRoot         string
 	MockHostRoot    string
+	SysfsRoot       string
 	CDIRoot         string
 	HookPath        string
 	InstallHookFrom string
@@ -39,7 +42,7 @@ type FlagGroup uint
 
 const (
 	// Locate: --nvml, --driver-root, --host-driver-root, --dev-root,
-	// --mock-host-root.
+	// --mock-host-root, --sysfs-root.
 	Locate FlagGroup = 1 << iota
 	// CDI: --cdi-root and --nvidia-cdi-hook-path.
 	CDI
@@ -63,6 +66,8 @@ func (f *Flags) AddFlags(set *flagenv.Set, groups FlagGroup) {
 			"where this process sees the root under which the driver's device nodes (dev/nvidia*) are; empty: the driver root if it has dev/nvidiactl, else /")
 		set.String(&f.MockHostRoot, "mock-host-root", "MOCK_HOST_ROOT", "",
 			"with a mock NVML backend: host directory where the kubelet plugin lays out the mock driver's files and device nodes; it is then the driver root and device root of every binary")
+		set.String(&f.SysfsRoot, "sysfs-root", "SYSFS_ROOT", resourceslice.DefaultSysfsRoot,
+			"where this process sees the host's sysfs, from which the kubelet plugin reads the GPUs' PCIe roots (the chart mounts it at /host-sys); a GPU whose bus ID has no NVIDIA device there is published without pcieRoot")
 	}
 	if groups&CDI != 0 {
 		set.String(&f.CDIRoot, "cdi-root", "CDI_ROOT", DefaultCDIRoot, "host directory of the driver's CDI specs; the container runtime must read it")

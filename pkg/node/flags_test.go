@@ -13,7 +13,7 @@ import (
 func TestAddFlagsByGroup(t *testing.T) {
 	want := map[FlagGroup]map[string]string{
 		Locate: {"nvml": "NVML_BACKEND", "driver-root": "NVIDIA_DRIVER_ROOT", "host-driver-root": "HOST_DRIVER_ROOT",
-			"dev-root": "NVIDIA_DEV_ROOT", "mock-host-root": "MOCK_HOST_ROOT"},
+			"dev-root": "NVIDIA_DEV_ROOT", "mock-host-root": "MOCK_HOST_ROOT", "sysfs-root": "SYSFS_ROOT"},
 		CDI:         {"cdi-root": "CDI_ROOT", "nvidia-cdi-hook-path": "NVIDIA_CDI_HOOK_PATH"},
 		HookInstall: {"install-cdi-hook-from": "INSTALL_CDI_HOOK_FROM"},
 	}
@@ -48,6 +48,7 @@ func TestAddFlagsByGroup(t *testing.T) {
 func TestFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("NVML_BACKEND", "mock:dgxh200")
 	t.Setenv("MOCK_HOST_ROOT", "/var/lib/gpudra/mock")
+	t.Setenv("SYSFS_ROOT", "/host-sys")
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	var f Flags
 	set := flagenv.New(fs)
@@ -55,7 +56,7 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	if err := set.Parse([]string{"--cdi-root=/etc/cdi"}); err != nil {
 		t.Fatal(err)
 	}
-	want := Flags{NVML: "mock:dgxh200", DriverRoot: "/", MockHostRoot: "/var/lib/gpudra/mock", CDIRoot: "/etc/cdi", HookPath: "/usr/bin/nvidia-cdi-hook"}
+	want := Flags{NVML: "mock:dgxh200", DriverRoot: "/", MockHostRoot: "/var/lib/gpudra/mock", SysfsRoot: "/host-sys", CDIRoot: "/etc/cdi", HookPath: "/usr/bin/nvidia-cdi-hook"}
 	if f != want {
 		t.Errorf("flags = %+v, want %+v", f, want)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/resourceslice"
 	"github.com/gpudra/gpudra/pkg/sharing/timeslicing"
 )
 
@@ -31,6 +32,9 @@ type Roots struct {
 	// MockHostRoot is the mock host root as this process sees it; empty
 	// for real NVML.
 	MockHostRoot string
+	// SysfsRoot is where this process sees the host's sysfs (--sysfs-root,
+	// resourceslice.DefaultSysfsRoot when empty).
+	SysfsRoot string
 	// CDIRoot and HookPath are the flags' values.
 	CDIRoot  string
 	HookPath string
@@ -133,7 +137,10 @@ func Open(ctx context.Context, f Flags, opts Options) (_ *Node, err error) {
 // driver root and device root) and, for the host tool, the host root under
 // which it sees host paths.
 func resolveRoots(f Flags, b Backend, opts Options) (Roots, error) {
-	r := Roots{DriverRoot: f.DriverRoot, HostDriverRoot: f.HostDriverRoot, DevRoot: f.DevRoot, CDIRoot: f.CDIRoot, HookPath: f.HookPath}
+	r := Roots{DriverRoot: f.DriverRoot, HostDriverRoot: f.HostDriverRoot, DevRoot: f.DevRoot, SysfsRoot: f.SysfsRoot, CDIRoot: f.CDIRoot, HookPath: f.HookPath}
+	if r.SysfsRoot == "" {
+		r.SysfsRoot = resourceslice.DefaultSysfsRoot
+	}
 	if f.MockHostRoot == "" {
 		return r, nil
 	}
@@ -187,6 +194,12 @@ func (n *Node) DeviceEdits() (cdi.DeviceEdits, error) {
 		}
 	}
 	return nil, fmt.Errorf("MIG device edits: %w", err)
+}
+
+// PCIeRoot is the backend's resolver of a GPU's PCIe root through the
+// host's sysfs at Roots.SysfsRoot; nil for a mock backend.
+func (n *Node) PCIeRoot() func(busID string) (string, error) {
+	return n.Backend.PCIeRoot(n.Roots.SysfsRoot)
 }
 
 // TimeSlicer returns the backend's time slicer (nil: time-slicing is off,

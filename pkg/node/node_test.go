@@ -25,7 +25,7 @@ func TestOpenLaysOutTheMockHostAndResolvesTheRoots(t *testing.T) {
 	n, err := Open(ctx, f, Options{Mode: Plugin, Seed: "node-a", Edits: true})
 	mockmachinetest.SkipWithoutMknod(t, err)
 	defer n.Close()
-	if want := (Roots{DriverRoot: root, HostDriverRoot: root, DevRoot: root, MockHostRoot: root, HookPath: hook}); n.Roots != want {
+	if want := (Roots{DriverRoot: root, HostDriverRoot: root, DevRoot: root, MockHostRoot: root, SysfsRoot: "/sys", HookPath: hook}); n.Roots != want {
 		t.Errorf("roots = %+v, want %+v", n.Roots, want)
 	}
 	if len(n.Inventory.Devices) != 8 || n.Edits == nil {
@@ -114,5 +114,38 @@ func TestDeviceEditsAddMIGDevices(t *testing.T) {
 	real := &Node{Backend: realBackend{}, Inventory: mock.Inventory}
 	if _, err := real.DeviceEdits(); err == nil || !strings.Contains(err.Error(), "mig-minors") {
 		t.Errorf("real backend without %s: %v", cdi.MIGMinorsPath, err)
+	}
+}
+
+// TestPCIeRootReadsTheSysfsRoot: the real backend resolves PCIe roots in the
+// sysfs tree at --sysfs-root (a fake one here), the mock backend never.
+func TestPCIeRootReadsTheSysfsRoot(t *testing.T) {
+	sysfs := t.TempDir()
+	dev := filepath.Join(sysfs, "devices/pci0000:17/0000:17:00.0/0000:18:00.0")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dev, "vendor"), []byte("0x10de\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(sysfs, "bus/pci/devices"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../devices/pci0000:17/0000:17:00.0/0000:18:00.0", filepath.Join(sysfs, "bus/pci/devices/0000:18:00.0")); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := resolveRoots(Flags{SysfsRoot: sysfs}, realBackend{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{Backend: realBackend{}, Roots: roots}
+	if got, err := n.PCIeRoot()("0000:18:00.0"); err != nil || got != "pci0000:17" {
+		t.Errorf("PCIe root under %s: %q, %v", sysfs, got, err)
+	}
+	if roots, _ := resolveRoots(Flags{}, realBackend{}, Options{}); roots.SysfsRoot != "/sys" {
+		t.Errorf("default sysfs root %q", roots.SysfsRoot)
+	}
+	if (&Node{Backend: &mockBackend{}, Roots: roots}).PCIeRoot() != nil {
+		t.Error("a mock backend resolves PCIe roots")
 	}
 }

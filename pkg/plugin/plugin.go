@@ -112,7 +112,7 @@ func (p *Plugin) serveMetrics() error {
 // and starts the kubeletplugin helper.
 func (p *Plugin) startKubeletPlugin() (*driver, error) {
 	cfg := p.cfg
-	sliceOpts := resourceslice.Options{PCIeRoot: p.node.Backend.PCIeRoot()}
+	sliceOpts := resourceslice.Options{PCIeRoot: p.node.PCIeRoot()}
 	devices := resourceslice.Devices(p.node.Inventory, sliceOpts)
 	p.devices = devices
 	names := make([]string, 0, len(devices))

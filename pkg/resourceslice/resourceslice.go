@@ -50,6 +50,8 @@ package resourceslice
 import (
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -102,32 +104,64 @@ type Options struct {
 	// unresolvable and the pcieRoot attribute is left out for that device;
 	// Devices never fails because of it.
 	//
-	// DefaultOptions sets it to PCIeRootFromSysfs, which reads the host's
-	// /sys. Leave it nil for mock backends, whose bus IDs are invented and
-	// may name unrelated devices of the host.
+	// DefaultOptions sets it to PCIeRootResolver(DefaultSysfsRoot), which
+	// reads the host's /sys. Leave it nil for mock backends, whose bus IDs
+	// are invented and may name unrelated devices of the host.
 	PCIeRoot func(busID string) (string, error)
 }
 
+// DefaultSysfsRoot is where a process that shares the host's mount
+// namespace sees the host's sysfs.
+const DefaultSysfsRoot = "/sys"
+
 // DefaultOptions returns the options for a real node: pcieRoot is resolved
-// through the host's sysfs (PCIeRootFromSysfs).
+// through the host's sysfs at DefaultSysfsRoot.
 func DefaultOptions() Options {
-	return Options{PCIeRoot: PCIeRootFromSysfs}
+	return Options{PCIeRoot: PCIeRootResolver(DefaultSysfsRoot)}
 }
 
-// PCIeRootFromSysfs resolves busID ("0000:18:00.0") to its PCIe root complex
-// ("pci0000:00") by following /sys/bus/pci/devices/<busID> on the host, with
-// deviceattribute.GetPCIeRootAttributeByPCIBusID. It fails when busID is
-// malformed or the device is absent from /sys (a container without the
-// host's /sys, a mock GPU).
-func PCIeRootFromSysfs(busID string) (string, error) {
-	attr, err := deviceattribute.GetPCIeRootAttributeByPCIBusID(busID)
-	if err != nil {
-		return "", err
+// nvidiaPCIVendor is the content of an NVIDIA device's sysfs vendor file.
+const nvidiaPCIVendor = "0x10de"
+
+// pcieRootPattern is the name of a PCIe root complex's directory in
+// <sysfs>/devices: "pci<domain>:<bus>".
+var pcieRootPattern = regexp.MustCompile(`^pci[0-9a-f]{4}:[0-9a-f]{2}$`)
+
+// PCIeRootResolver returns a resolver of a GPU's bus ID ("0000:18:00.0")
+// to its PCIe root complex ("pci0000:00") through the sysfs tree mounted at
+// sysfsRoot (the host's /sys; the chart mounts it in the plugin container,
+// see --sysfs-root). It follows <sysfsRoot>/bus/pci/devices/<busID>, the
+// kernel's symlink into <sysfsRoot>/devices/pci<domain>:<bus>/.../<busID>,
+// with deviceattribute.GetPCIeRootAttributeByPCIBusID over that root, which
+// also checks that the entry the link resolves to is named after the bus
+// ID. The resolver fails, so that the attribute is left out, unless that
+// entry is an NVIDIA device (its vendor file reads 0x10de) and the root is
+// of the form pci<domain>:<bus>: a malformed bus ID, a missing entry (a
+// container without the host's /sys, a mock GPU), a link to another
+// device, another vendor's device at that address.
+func PCIeRootResolver(sysfsRoot string) func(busID string) (string, error) {
+	return func(busID string) (string, error) {
+		attr, err := deviceattribute.GetPCIeRootAttributeByPCIBusID(busID, deviceattribute.WithFSFromRoot(sysfsRoot))
+		if err != nil {
+			return "", fmt.Errorf("PCIe root of %s under %s: %w", busID, sysfsRoot, err)
+		}
+		if attr.Value.StringValue == nil {
+			return "", fmt.Errorf("PCIe root of %s under %s: no value", busID, sysfsRoot)
+		}
+		root := *attr.Value.StringValue
+		if !pcieRootPattern.MatchString(root) {
+			return "", fmt.Errorf("PCIe root of %s under %s: %q is not of the form pci<domain>:<bus>", busID, sysfsRoot, root)
+		}
+		vendorFile := filepath.Join(sysfsRoot, "bus", "pci", "devices", busID, "vendor")
+		vendor, err := os.ReadFile(vendorFile)
+		if err != nil {
+			return "", fmt.Errorf("PCIe root of %s: reading its vendor: %w", busID, err)
+		}
+		if v := strings.TrimSpace(string(vendor)); v != nvidiaPCIVendor {
+			return "", fmt.Errorf("PCIe root of %s: the sysfs device at that address has vendor %s, not NVIDIA's %s", busID, v, nvidiaPCIVendor)
+		}
+		return root, nil
 	}
-	if attr.Value.StringValue == nil {
-		return "", fmt.Errorf("PCIe root of %s: no value", busID)
-	}
-	return *attr.Value.StringValue, nil
 }
 
 // Devices returns one device per preparable device of inv

@@ -329,8 +329,8 @@ func TestDevicesPCIAttributes(t *testing.T) {
 			}
 			checkAPILimits(t, d)
 		}
-		if _, err := PCIeRootFromSysfs("not-a-bus-id"); err == nil {
-			t.Error("PCIeRootFromSysfs accepted a malformed bus ID")
+		if _, err := PCIeRootResolver(DefaultSysfsRoot)("not-a-bus-id"); err == nil {
+			t.Error("the sysfs resolver accepted a malformed bus ID")
 		}
 	})
 }

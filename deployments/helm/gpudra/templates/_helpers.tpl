@@ -154,6 +154,12 @@ plugin's own variables.
 */}}
 {{- define "gpudra.kubeletPlugin.env" -}}
 {{ include "gpudra.nodeEnv" . }}
+{{- if not .Values.mock.enabled }}
+# The host's sysfs (gpudra.kubeletPlugin.volumeMounts), from which the plugin
+# reads the GPUs' PCIe roots.
+- name: SYSFS_ROOT
+  value: /host-sys
+{{- end }}
 - name: POD_UID
   valueFrom:
     fieldRef:
@@ -235,6 +241,9 @@ Volume mounts of the plugin container (and of the doctor init container).
   mountPath: /driver-root
   readOnly: true
   mountPropagation: HostToContainer
+- name: host-sys
+  mountPath: /host-sys
+  readOnly: true
 {{- end }}
 {{- end }}
 
