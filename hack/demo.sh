@@ -6,7 +6,8 @@
 # Usage: hack/demo.sh [up|install|run|all]   (default: all = up + install + run)
 #   up       start the local cluster (builds what is missing) and import the driver image
 #   install  helm upgrade --install the chart in mock mode and wait for the plugin
-#   run      run the demos in three waves (the mock machine has 8 GPUs), print each pod's GPU view
+#   run      run the demos in three waves (the mock machine has 8 GPUs) and NVIDIA's quickstart pods,
+#            print each pod's GPU view (its device nodes, driver libraries and `nvidia-smi -L`)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -45,6 +46,28 @@ install() {
   kubectl get resourceslices -o custom-columns='SLICE:.metadata.name,NODE:.spec.nodeName,DRIVER:.spec.driver,DEVICES:.spec.devices[*].name'
 }
 
+# container_view NS POD CONTAINER: what the container printed between its view
+# markers (GPU-VIEW-*, MPS-VIEW-*), or its whole log when it has none (the
+# quickstart pods print only `nvidia-smi -L`). Waits up to 30s for the view
+# to be complete.
+container_view() {
+  local logs
+  for _ in $(seq 1 30); do
+    logs=$(kubectl -n "$1" logs "$2" -c "$3")
+    if grep -q -- '-VIEW-BEGIN' <<<"$logs"; then
+      grep -q -- '-VIEW-END' <<<"$logs" && break
+    elif [ -n "$logs" ]; then
+      break
+    fi
+    sleep 1
+  done
+  if grep -q -- '-VIEW-BEGIN' <<<"$logs"; then
+    sed -n '/GPU-VIEW-BEGIN/,/GPU-VIEW-END/p;/MPS-VIEW-BEGIN/,/MPS-VIEW-END/p' <<<"$logs" | grep -v -- '-VIEW-'
+  else
+    printf '%s\n' "$logs"
+  fi
+}
+
 show_wave() {
   local wave=$1
   kubectl wait pods -A -l gpudra.demo/wave="$wave" --for=condition=Ready --timeout=3m >/dev/null
@@ -53,7 +76,7 @@ show_wave() {
   while read -r ns pod; do
     for c in $(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.spec.containers[*].name}'); do
       echo "=== $ns/$pod [$c]"
-      kubectl -n "$ns" logs "$pod" -c "$c" | sed -n '/GPU-VIEW-BEGIN/,/GPU-VIEW-END/p;/MPS-VIEW-BEGIN/,/MPS-VIEW-END/p' | grep -v -- '-VIEW-'
+      container_view "$ns" "$pod" "$c"
     done
   done < <(kubectl get pods -A -l gpudra.demo/wave="$wave" -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.metadata.name}{"\n"}{end}')
 }
@@ -74,7 +97,10 @@ run() {
   for f in 11 13; do kubectl apply -f "$REPO"/demo/$f-*.yaml >/dev/null; done
   show_wave 3
   kubectl -n "$NAMESPACE" get pods -l app.kubernetes.io/component=mps-control-daemon -o wide 2>/dev/null || true
-  log "demo pods of wave 3 keep running; remove them with: kubectl delete ns gpudra-demo gpudra-demo-admin"
+  log "quickstart: NVIDIA's quickstart pods, unchanged but for the image, list their GPUs with nvidia-smi -L"
+  kubectl apply -f "$REPO"/demo/14-quickstart.yaml >/dev/null
+  show_wave quickstart
+  log "demo pods of wave 3 and the quickstart keep running; remove them with: kubectl delete ns gpudra-demo gpudra-demo-admin"
   log "MIG (demo/12-mig.yaml) needs a MIG mock machine: GPUDRA_MOCK_MACHINE=dgxh100-mig hack/demo.sh install"
 }
 

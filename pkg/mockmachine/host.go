@@ -1,13 +1,16 @@
 package mockmachine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gpudra/gpudra/pkg/durable"
 	"github.com/gpudra/gpudra/pkg/inventory"
 )
 
@@ -36,8 +39,9 @@ var libraries = []string{
 	"libnvidia-gpucomp.so",
 }
 
+// binaries are the driver's binaries that stay placeholder files; nvidia-smi
+// is a script (NvidiaSMI).
 var binaries = []string{
-	"nvidia-smi",
 	"nvidia-debugdump",
 	"nvidia-persistenced",
 	"nvidia-cuda-mps-control",
@@ -46,7 +50,8 @@ var binaries = []string{
 
 // HostOptions say where to lay out the mock host.
 type HostOptions struct {
-	// DriverRoot receives usr/lib/.../lib*.so.<version> and usr/bin/nvidia-*.
+	// DriverRoot receives usr/lib/.../lib*.so.<version> and usr/bin/nvidia-*
+	// (usr/bin/nvidia-smi is the script of NvidiaSMI).
 	DriverRoot string
 	// DevRoot receives dev/nvidia<minor>, dev/nvidiactl, dev/nvidia-uvm and
 	// dev/nvidia-uvm-tools as character devices.
@@ -54,8 +59,11 @@ type HostOptions struct {
 }
 
 // LayOutHost lays out the files of inv's driver version and device nodes for
-// inv's GPUs. Device nodes need CAP_MKNOD; without it Create returns an
-// error wrapping ErrNoMknod after creating everything else.
+// inv's GPUs. It is idempotent: files that exist are kept, except
+// usr/bin/nvidia-smi, which is replaced (atomically) when it does not list
+// inv's devices, and the mig-minors file, which is rewritten. Device nodes
+// need CAP_MKNOD; without it LayOutHost returns an error wrapping ErrNoMknod
+// after creating every file.
 func LayOutHost(opts HostOptions, inv *inventory.Inventory) error {
 	libDir := filepath.Join(opts.DriverRoot, LibDir)
 	binDir := filepath.Join(opts.DriverRoot, "usr/bin")
@@ -80,6 +88,9 @@ func LayOutHost(opts HostOptions, inv *inventory.Inventory) error {
 		if err := writeIfMissing(filepath.Join(binDir, bin), content, 0o755); err != nil {
 			return err
 		}
+	}
+	if err := writeIfChanged(filepath.Join(binDir, "nvidia-smi"), NvidiaSMI(inv), 0o755); err != nil {
+		return err
 	}
 	nodes := map[string]uint64{
 		"nvidiactl":        unix.Mkdev(nvidiaMajor, controlMinor),
@@ -106,6 +117,22 @@ func writeIfMissing(path string, data []byte, perm os.FileMode) error {
 		return nil
 	}
 	if err := os.WriteFile(path, data, perm); err != nil {
+		return fmt.Errorf("mock host: %w", err)
+	}
+	return nil
+}
+
+// writeIfChanged replaces the file at path atomically unless it already
+// holds data with mode perm.
+func writeIfChanged(path string, data []byte, perm os.FileMode) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		if info, err := os.Lstat(path); err == nil && info.Mode() == perm {
+			return nil
+		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("mock host: %w", err)
+	}
+	if err := durable.WriteFile(path, data, perm); err != nil {
 		return fmt.Errorf("mock host: %w", err)
 	}
 	return nil

@@ -147,6 +147,7 @@ type gpuView struct {
 	control bool
 	env     []string
 	libs    []string
+	smi     []string // the GPUs of `nvidia-smi -L`, "<name> <UUID>"
 }
 
 func viewOf(t *testing.T, ns, pod, container string) gpuView {
@@ -157,6 +158,7 @@ func viewOf(t *testing.T, ns, pod, container string) gpuView {
 		t.Fatalf("%s/%s[%s]: no GPU view in the log:\n%s", ns, pod, container, logs)
 	}
 	var v gpuView
+	v.smi = smiGPUs(t, logs[start:end])
 	for _, line := range strings.Split(logs[start:end], "\n") {
 		fields := strings.Fields(line)
 		if len(fields) == 0 {
@@ -284,6 +286,11 @@ func runWave(t *testing.T, c kubernetes.Interface, wave string, files ...string)
 			sort.Strings(want)
 			if strings.Join(v.minors, ",") != strings.Join(want, ",") {
 				t.Errorf("%s/%s[%s] sees GPUs %v, want exactly its allocated %v", p.Namespace, p.Name, ctr.Name, v.minors, want)
+			}
+			if runsNvidiaSMI(ctr) {
+				if wantSMI := wantSMIGPUs(t, c, want); strings.Join(v.smi, ",") != strings.Join(wantSMI, ",") {
+					t.Errorf("%s/%s[%s]: nvidia-smi -L lists %v, want exactly its allocated %v", p.Namespace, p.Name, ctr.Name, v.smi, wantSMI)
+				}
 			}
 			if !v.control {
 				t.Errorf("%s[%s]: no /dev/nvidiactl", p.Name, ctr.Name)

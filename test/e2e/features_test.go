@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -459,7 +460,14 @@ func TestMIGDevices(t *testing.T) {
 	if !strings.Contains(logs, "/dev/nvidia0\n") && !strings.Contains(logs, "/dev/nvidia1\n") {
 		t.Errorf("MIG pod does not see its parent GPU:\n%s", logs)
 	}
+	// nvidia-smi -L: the parent GPU, and under it the one MIG device.
+	if gpus, migs := smiGPUs(t, logs), smiMIG.FindAllString(logs, -1); len(gpus) != 1 || len(migs) != 1 {
+		t.Errorf("MIG pod's nvidia-smi -L lists GPUs %v and MIG devices %q, want its parent GPU and one 1g.10gb MIG device:\n%s", gpus, migs, logs)
+	}
 }
+
+// smiMIG is a MIG device line of `nvidia-smi -L` for the demo's 1g.10gb device.
+var smiMIG = regexp.MustCompile(`(?m)^  MIG 1g\.10gb +Device +0: \(UUID: MIG-[0-9a-f-]+\)$`)
 
 func countMIG(t *testing.T, c kubernetes.Interface) int {
 	t.Helper()
