@@ -9,7 +9,7 @@ BINARIES  := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard cmd/*/*.go)))))
 TEST_FLAGS ?= -race -count=1
 FUZZ_TIME ?= 5m
 
-.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image bench-dra
+.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image bench-dra gpu-check
 
 all: build
 
@@ -43,6 +43,9 @@ demo: ## main job: local cluster with mock GPUs, the chart installed, demo pods 
 
 e2e: ## end-to-end tests on the local cluster (cluster stays up: make cluster-down)
 	hack/e2e.sh
+
+gpu-check: ## on a GPU node: inventory, cdi generate, doctor, health events vs the real driver (exit 2 without one)
+	hack/gpu-check.sh
 
 cluster-up: ## start the local cluster (builds what is missing)
 	hack/local-cluster.sh up
