@@ -57,6 +57,7 @@ func run(args []string) error {
 	f.Float64(&o.kubeAPIQPS, "kube-api-qps", "KUBE_API_QPS", 200, "QPS of the API client; the kubelet plugin helper GETs every claim before a prepare, so this bounds prepares per second")
 	f.Int(&o.kubeAPIBurst, "kube-api-burst", "KUBE_API_BURST", 400, "burst of the API client")
 	f.Duration(&o.cfg.Health.ResendInterval, "health-resend-interval", "HEALTH_RESEND_INTERVAL", 15*time.Second, "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
+	f.Duration(&o.cfg.StaleClaims.GracePeriod, "stale-claim-grace-period", "STALE_CLAIM_GRACE_PERIOD", 5*time.Minute, "how long a claim stays prepared before the periodic check unprepares it if the API server no longer has it for this node (deleted, or deallocated); 0 turns the check off (a prepare that needs a device of such a claim still unprepares it)")
 	f.Duration(&o.cfg.DriverWatchInterval, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
 	var healthFlags health.Flags
 	healthFlags.AddFlags(f)
@@ -74,6 +75,9 @@ func run(args []string) error {
 	}
 	if d := o.cfg.Health.ResendInterval; d <= 0 || d >= 30*time.Second {
 		return fmt.Errorf("--health-resend-interval=%s: want a duration between 0 and 30s", d)
+	}
+	if o.cfg.StaleClaims.GracePeriod < 0 {
+		return fmt.Errorf("--stale-claim-grace-period=%s: want a duration such as 5m, or 0", o.cfg.StaleClaims.GracePeriod)
 	}
 	if o.cfg.DriverWatchInterval < 0 {
 		return fmt.Errorf("--driver-watch-interval=%s: want a duration such as 30s, or 0", o.cfg.DriverWatchInterval)

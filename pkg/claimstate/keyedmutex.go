@@ -31,13 +31,30 @@ func (k *keyedMutex) Lock(key string) (unlock func()) {
 	k.mu.Unlock()
 
 	m.Lock()
-	return func() {
-		m.Unlock()
-		k.mu.Lock()
-		m.refs--
-		if m.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
+	return func() { k.unlock(key, m) }
+}
+
+// TryLock locks key unless a goroutine holds it or waits for it; ok tells
+// whether it did.
+func (k *keyedMutex) TryLock(key string) (unlock func(), ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, busy := k.locks[key]; busy {
+		// An entry exists only while someone holds or waits for it.
+		return nil, false
 	}
+	m := &refMutex{refs: 1}
+	m.Lock()
+	k.locks[key] = m
+	return func() { k.unlock(key, m) }, true
+}
+
+func (k *keyedMutex) unlock(key string, m *refMutex) {
+	m.Unlock()
+	k.mu.Lock()
+	m.refs--
+	if m.refs == 0 {
+		delete(k.locks, key)
+	}
+	k.mu.Unlock()
 }

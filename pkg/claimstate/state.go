@@ -22,6 +22,12 @@
 //     recorded claim, so none outlives a crash unrecorded. The kubelet
 //     retries the prepare of a claim whose call did not return, and gets the
 //     same CDI IDs.
+//   - A recorded claim that no kubelet can use any more (gone from the API
+//     server, or no longer allocated on this node) does not hold its
+//     devices for good: a prepare that needs one of them, and SweepStale,
+//     unprepare it once the API server confirms it (see stale.go). A claim
+//     that exists with the recorded UID and an allocation on this node is
+//     never touched.
 package claimstate
 
 import (
@@ -83,6 +89,19 @@ type Options struct {
 	// passes sharing.Composite{}, which fails the prepare of a claim that
 	// asks for one with an error that says so.
 	Sharing sharing.Applier
+	// LookupClaim, when set, reads a claim from the API server (a quorum
+	// read, not a cache); a nil claim or an error for which
+	// apierrors.IsNotFound is true means that the claim does not exist.
+	// It lets the State unprepare recorded claims that no kubelet can use
+	// any more (see stale.go): when a prepare finds a device held by such
+	// a claim, and in SweepStale. Without it, only Unprepare removes a
+	// record.
+	LookupClaim func(ctx context.Context, namespace, name string) (*resourceapi.ResourceClaim, error)
+	// OnStaleClaim, when set, is told of every stale claim the State
+	// unprepared (for events and metrics). It is called without any of
+	// the State's locks held, but may delay the prepare that found the
+	// claim.
+	OnStaleClaim func(ctx context.Context, c StaleClaim)
 }
 
 // State is the node's prepared claims. Create it with New.
@@ -263,7 +282,7 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 		CDISpecName: s.opts.Naming.SpecFileName(uid),
 	}
 	pc := &preparedClaim{rec: rec, sharing: sharing.Claim{UID: uid, Namespace: claim.Namespace, Name: claim.Name, Devices: shared}}
-	if err := s.reserve(rec, ref); err != nil {
+	if err := s.reserveFreeingStale(ctx, rec, claim, ref); err != nil {
 		return nil, err
 	}
 	if err := s.persist(ctx, pc); err != nil {
@@ -408,9 +427,24 @@ func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
 	return nil
 }
 
-// reserve takes the exclusive devices of rec for its claim, or fails
-// without taking any when one is held by another claim.
-func (s *State) reserve(rec *checkpoint.ClaimRecord, ref string) error {
+// conflict is a device that a claim wants and another claim holds.
+type conflict struct {
+	device checkpoint.PreparedDevice
+	holder *checkpoint.ClaimRecord
+}
+
+// err is the error of a prepare refused because of the conflict; ref names
+// the claim being prepared.
+func (c *conflict) err(ref string) error {
+	other := claimRef(c.holder.Namespace, c.holder.Name, types.UID(c.holder.ClaimUID))
+	return fmt.Errorf("%s: device %s (GPU %s) is already prepared for %s: a GPU is given to one claim at a time; "+
+		"share it by referencing the same ResourceClaim from several pods, or wait until the other claim's pods are gone",
+		ref, c.device.Device, c.device.UUID, other)
+}
+
+// reserve takes the exclusive devices of rec for its claim, or returns the
+// first one held by another claim without taking any.
+func (s *State) reserve(rec *checkpoint.ClaimRecord) *conflict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range rec.Devices {
@@ -418,10 +452,7 @@ func (s *State) reserve(rec *checkpoint.ClaimRecord, ref string) error {
 			continue
 		}
 		if holder := s.owners[d.Device]; holder != nil && holder.ClaimUID != rec.ClaimUID {
-			other := claimRef(holder.Namespace, holder.Name, types.UID(holder.ClaimUID))
-			return fmt.Errorf("%s: device %s (GPU %s) is already prepared for %s: a GPU is given to one claim at a time; "+
-				"share it by referencing the same ResourceClaim from several pods, or wait until the other claim's pods are gone",
-				ref, d.Device, d.UUID, other)
+			return &conflict{device: d, holder: holder}
 		}
 	}
 	s.reserveLocked(rec)

@@ -72,6 +72,10 @@ type env struct {
 	slices  *mockmachine.TimeSliceFile
 	// migEdits, when set, replaces edits (newMIGEnv).
 	migEdits cdi.DeviceEdits
+	// api, when set (useAPI), answers the State's claim lookups and
+	// records the stale claims it reports; now, when set, is its clock.
+	api *fakeAPI
+	now func() time.Time
 }
 
 func newEnv(t testing.TB) *env {
@@ -104,10 +108,14 @@ func (e *env) restart() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	s, loadErrs, err := New(e.ctx, Options{
+	opts := Options{
 		DriverName: driverName, PoolName: nodeName, Devices: devices.FromInventory(e.inv), Edits: e.editsSource(),
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing,
-	})
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now,
+	}
+	if e.api != nil {
+		opts.LookupClaim, opts.OnStaleClaim = e.api.lookup, e.api.onStale
+	}
+	s, loadErrs, err := New(e.ctx, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -23,6 +23,12 @@ const (
 	OpUnprepare = "unprepare"
 )
 
+// Trigger values of StaleClaimsRemoved.
+const (
+	TriggerPrepare = "prepare"
+	TriggerSweep   = "sweep"
+)
+
 // Metrics are the plugin's metrics, registered in their own registry.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -44,6 +50,10 @@ type Metrics struct {
 	HealthMonitorUp prometheus.Gauge
 	// HealthMonitorErrors counts failed NVML event calls of the health monitor.
 	HealthMonitorErrors prometheus.Counter
+	// StaleClaimsRemoved counts the recorded claims unprepared because the
+	// API server says no kubelet can use them any more, by trigger:
+	// TriggerPrepare (a prepare needed a device they held) or TriggerSweep.
+	StaleClaimsRemoved *prometheus.CounterVec
 	// APIRequestDuration observes Kubernetes API requests by verb and
 	// resource (see ObserveAPIRequests).
 	APIRequestDuration *prometheus.HistogramVec
@@ -92,7 +102,12 @@ func New() *Metrics {
 		Namespace: "gpudra", Name: "health_monitor_errors_total",
 		Help: "Failed NVML event calls of the health monitor.",
 	})
-	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors, m.APIRequestDuration)
+	m.StaleClaimsRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gpudra", Name: "stale_claims_removed_total",
+		Help: "Recorded claims unprepared because the API server no longer has them for this node (deleted, re-created, deallocated), " +
+			`by trigger: "prepare" (a prepare needed a device they held) or "sweep" (the periodic check).`,
+	}, []string{"trigger"})
+	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors, m.APIRequestDuration, m.StaleClaimsRemoved)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.PreparedClaims, m.CheckpointErrors, m.PublishedDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

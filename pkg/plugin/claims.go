@@ -56,6 +56,7 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 	state, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Devices: n.Devices, Edits: claimEdits,
 		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier,
+		LookupClaim: lookupClaim(cfg.KubeClient), OnStaleClaim: staleClaimReporter(cfg.KubeClient, cfg.NodeName, m),
 	})
 	if err != nil {
 		return nil, err

@@ -37,6 +37,23 @@ type Config struct {
 	Health HealthConfig
 	// MPS configures MPS sharing (see mps.go); a zero value turns it off.
 	MPS MPSConfig
+	// StaleClaims configures the sweep of recorded claims that are gone
+	// from the API server (see stale.go); a zero value turns it off.
+	StaleClaims StaleClaimsConfig
+}
+
+// StaleClaimsConfig configures the periodic sweep of stale claims: claims
+// recorded on the node that the API server no longer has for this node
+// (deleted, created again with another UID, deallocated), which would
+// otherwise hold their GPUs for good. A prepare that needs a device of such
+// a claim unprepares it whatever this says.
+type StaleClaimsConfig struct {
+	// GracePeriod is how long a claim stays prepared before the sweep
+	// checks it; zero turns the sweep off.
+	GracePeriod time.Duration
+	// SweepInterval is how often the sweep runs; zero: the grace period,
+	// at most a minute.
+	SweepInterval time.Duration
 }
 
 // KubeletConfig is the plugin's side of the kubelet.
@@ -89,6 +106,9 @@ func (c *Config) validate() error {
 	}
 	if c.KubeClient == nil {
 		errs = append(errs, errors.New("a Kubernetes client is required"))
+	}
+	if c.StaleClaims.GracePeriod < 0 {
+		errs = append(errs, fmt.Errorf("--stale-claim-grace-period=%s: want a duration such as 5m, or 0 to turn the sweep of stale claims off", c.StaleClaims.GracePeriod))
 	}
 	for flag, dir := range map[string]string{"--cdi-root": c.Node.CDIRoot, "--kubelet-registrar-directory-path": c.Kubelet.RegistrarDir, "--kubelet-plugins-directory-path": c.Kubelet.PluginsDir} {
 		if dir == "" {

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/checkpoint"
 )
+
+// eventSeq numbers the events of this process (see recordNodeEvent).
+var eventSeq atomic.Uint32
 
 // eventTimeout bounds the events of the start-up; they are best effort.
 const eventTimeout = 5 * time.Second
@@ -33,27 +37,38 @@ func reportUnreadableCheckpoints(ctx context.Context, client kubernetes.Interfac
 	logger := klog.FromContext(ctx)
 	ctx, cancel := context.WithTimeout(ctx, eventTimeout)
 	defer cancel()
-	now := metav1.NewTime(time.Now())
 	for _, le := range loadErrs {
 		msg := fmt.Sprintf("gpu-kubelet-plugin cannot read claim checkpoint %s: %v. The claim it holds is not recovered; "+
 			"check the file, then move it away (the plugin serves every other claim).", le.Path, le.Err)
-		if len(msg) > 1024 {
-			msg = msg[:1021] + "..."
-		}
-		ev := &corev1.Event{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: nodeName + ".", Namespace: metav1.NamespaceDefault},
-			// Node events carry the node name as UID, as the kubelet's do.
-			InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: types.UID(nodeName)},
-			Reason:         ReasonCheckpointUnreadable,
-			Message:        msg,
-			Type:           corev1.EventTypeWarning,
-			Source:         corev1.EventSource{Component: "gpu-kubelet-plugin", Host: nodeName},
-			FirstTimestamp: now,
-			LastTimestamp:  now,
-			Count:          1,
-		}
-		if _, err := client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		if err := recordNodeEvent(ctx, client, nodeName, ReasonCheckpointUnreadable, msg); err != nil {
 			logger.Error(err, "Recording the event of an unreadable claim checkpoint", "path", le.Path)
 		}
 	}
+}
+
+// recordNodeEvent records a Warning event on the node, in the namespace
+// default where node events live; msg is cut to the 1024 characters the
+// API server allows.
+func recordNodeEvent(ctx context.Context, client kubernetes.Interface, nodeName, reason, msg string) error {
+	if len(msg) > 1024 {
+		msg = msg[:1021] + "..."
+	}
+	t := time.Now()
+	now := metav1.NewTime(t)
+	ev := &corev1.Event{
+		// Named as client-go's event recorder names them, plus a sequence
+		// number so that two events of one nanosecond differ.
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x.%d", nodeName, t.UnixNano(), eventSeq.Add(1)), Namespace: metav1.NamespaceDefault},
+		// Node events carry the node name as UID, as the kubelet's do.
+		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: types.UID(nodeName)},
+		Reason:         reason,
+		Message:        msg,
+		Type:           corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: "gpu-kubelet-plugin", Host: nodeName},
+		FirstTimestamp: now,
+		LastTimestamp:  now,
+		Count:          1,
+	}
+	_, err := client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{})
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -34,6 +35,9 @@ type Plugin struct {
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
 	health      *healthWiring // nil without health monitoring
+	// background are the goroutines that change claim state (the stale
+	// claim sweep); Stop waits for them.
+	background sync.WaitGroup
 	// devices are the node's devices as published without health taints.
 	devices []resourceapi.Device
 }
@@ -48,7 +52,8 @@ type Plugin struct {
 //
 // The steps, in order: open the node (NVML, GPUs, mock host, CDI edits),
 // load and reconcile the claim state, serve metrics, start the kubelet
-// plugin with its health wiring, publish the slices, watch the driver.
+// plugin with its health wiring, publish the slices, sweep stale claims
+// (in the background), watch the driver.
 //
 // The plugin runs until ctx is done or a fatal background error occurs; Done
 // is closed then, and Err tells why.
@@ -84,6 +89,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		return nil, err
 	}
 	p.publish()
+	p.sweepStaleClaims()
 	go n.WatchDriver(ctx, cfg.DriverWatchInterval, func(before, after string) {
 		cancel(fmt.Errorf("the NVIDIA driver changed (%q -> %q): stopping so that the restarted plugin uses the new driver", before, after))
 	})
@@ -205,6 +211,7 @@ func (p *Plugin) Stop() {
 		p.helper.Stop()
 	}
 	p.cancel(errors.New("plugin stopped"))
+	p.background.Wait()
 	// The health monitor may be waiting for NVML events: NVML is shut down
 	// only once it has returned.
 	p.health.wait()

@@ -182,6 +182,8 @@ plugin's own variables.
   value: {{ .Values.healthResendInterval | quote }}
 - name: HEALTH_TAINT_EFFECT
   value: {{ .Values.health.taintEffect | quote }}
+- name: STALE_CLAIM_GRACE_PERIOD
+  value: {{ .Values.staleClaims.gracePeriod | quote }}
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef:
