@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -14,11 +15,14 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/durable"
+	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/node"
 )
 
 // runCDIGenerate writes the host-wide spec of kind nvidia.com/gpu for the
-// GPUs of this host, from the same driver discovery the plugins use.
+// GPUs of this host, from the same driver discovery the plugins use. A GPU
+// that NVML cannot use is left out and named on stderr with its error and
+// fix; the command fails only when no GPU is usable.
 func runCDIGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	var h hostFlags
 	var output, format string
@@ -44,6 +48,12 @@ func runCDIGenerate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer n.Close()
 	inv, edits := n.Inventory, n.Edits
+	for _, u := range inv.Unusable {
+		fmt.Fprintf(stderr, "gpudra cdi generate: skipping %s: %v; fix: %s\n", u, u.Err, u.Fix())
+	}
+	if len(inv.Devices) == 0 && len(inv.Unusable) > 0 {
+		return exitFail, fmt.Errorf("no GPU is usable (NVML cannot use any of the %d it enumerates, see above): no spec written", len(inv.Unusable))
+	}
 	spec, err := cdi.HostSpec(inv, edits, cdi.HostSpecOptions{})
 	if err != nil {
 		return exitFail, err
@@ -60,9 +70,22 @@ func runCDIGenerate(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitFail, fmt.Errorf("writing the CDI spec: %w (does the directory %s exist and is it writable?)", err, filepath.Dir(output))
 	}
 	logger.Info("Wrote CDI spec", "path", output, "kind", spec.Kind, "devices", len(spec.Devices), "driverVersion", inv.DriverVersion)
+	first := inv.Devices[0]
 	fmt.Fprintf(stdout, "wrote %s: kind %s, %d GPUs of driver %s as %s, %s ... and %s\n", output, spec.Kind, len(inv.Devices), inv.DriverVersion,
-		cdi.HostDeviceID("0"), cdi.HostDeviceID(inv.Devices[0].UUID), cdi.HostDeviceID(cdi.AllDevices))
+		cdi.HostDeviceID(strconv.Itoa(first.Index)), cdi.HostDeviceID(first.UUID), cdi.HostDeviceID(cdi.AllDevices))
+	if len(inv.Unusable) > 0 {
+		fmt.Fprintf(stdout, "skipped %d unusable GPU(s): %s (see the errors above)\n", len(inv.Unusable), unusableList(inv.Unusable))
+	}
 	return exitOK, nil
+}
+
+// unusableList names the GPUs: "GPU 5 (GPU-...), GPU 6".
+func unusableList(us []inventory.UnusableDevice) string {
+	names := make([]string, 0, len(us))
+	for _, u := range us {
+		names = append(names, u.String())
+	}
+	return strings.Join(names, ", ")
 }
 
 // specFormat picks the encoding: the flag, else the output's extension.

@@ -484,6 +484,10 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 				"the claim was allocated for another node; delete the pod so that the scheduler allocates it again", ref, r.Request, r.Device, r.Pool, s.opts.PoolName)
 		}
 		dev, ok := s.opts.Devices.Get(r.Device)
+		if u, unusable := s.opts.Devices.Unusable(r.Device); !ok && unusable {
+			return nil, nil, fmt.Errorf("%s: request %q was allocated device %s, which is %s: NVML cannot use it (%v), so it is published tainted and cannot be prepared: "+
+				"delete the pod so that the claim is allocated another device, and %s", ref, r.Request, r.Device, u, u.Err, u.Fix())
+		}
 		if !ok {
 			return nil, nil, fmt.Errorf("%s: request %q was allocated device %q, which this node does not have (it has %s): "+
 				"the ResourceSlice the scheduler used is stale; delete the pod so that the claim is allocated again", ref, r.Request, r.Device, s.deviceList())

@@ -29,6 +29,10 @@ type gpu struct {
 	// cdiID is the fully qualified CDI device ID of the GPU under id.
 	cdiID string
 	numa  int
+	// unusable is set for a GPU that NVML cannot use
+	// (inventory.Inventory.Unusable): it is advertised Unhealthy for good
+	// and never allocated.
+	unusable *inventory.UnusableDevice
 }
 
 // Plugin is the device plugin. Create it with New, then Start it.
@@ -57,46 +61,69 @@ type Plugin struct {
 
 // New builds the plugin for inv's GPUs: reads the GPU topology once through
 // lib (nil: no topology), and, when a CDI strategy is configured, writes the
-// CDI spec from edits into cfg.CDIRoot.
+// CDI spec from edits into cfg.CDIRoot. The GPUs NVML cannot use
+// (inv.Unusable) are advertised too, Unhealthy for good, as NVIDIA's device
+// plugin does, so that the node's capacity shows them (one without a
+// readable UUID only under the index strategy; otherwise it is logged).
 func New(ctx context.Context, cfg Config, inv *inventory.Inventory, lib nvml.Interface, edits *cdi.Edits) (*Plugin, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if inv == nil || len(inv.Devices) == 0 {
+	if inv == nil || len(inv.Devices)+len(inv.Unusable) == 0 {
 		return nil, errors.New("device plugin: no GPUs to advertise")
 	}
 	logger := klog.FromContext(ctx).WithName("deviceplugin")
+	n := len(inv.Devices) + len(inv.Unusable)
 	p := &Plugin{
 		cfg:     cfg,
 		logger:  logger,
-		byID:    make(map[string]int, len(inv.Devices)),
-		healthy: make([]bool, len(inv.Devices)),
+		byID:    make(map[string]int, n),
+		healthy: make([]bool, 0, n),
 		changed: make(chan struct{}),
 	}
 	p.topo = readTopology(logger, lib, inv.Devices)
-	for i, d := range inv.Devices {
-		id := d.UUID
-		if cfg.DeviceIDStrategy == IDStrategyIndex {
-			id = strconv.Itoa(d.Index)
+	add := func(g gpu) error {
+		if strings.Contains(g.id, replicaSep) {
+			return fmt.Errorf("GPU ID %q contains %q", g.id, replicaSep)
 		}
-		if strings.Contains(id, replicaSep) {
-			return nil, fmt.Errorf("GPU ID %q contains %q", id, replicaSep)
+		if _, dup := p.byID[g.id]; dup {
+			return fmt.Errorf("two GPUs with ID %q", g.id)
 		}
-		if _, dup := p.byID[id]; dup {
-			return nil, fmt.Errorf("two GPUs with ID %q", id)
-		}
-		p.byID[id] = i
-		p.gpus = append(p.gpus, gpu{dev: d, id: id, cdiID: parser.QualifiedName(CDIVendor, CDIClass, id), numa: p.topo.numa[i]})
-		p.healthy[i] = true
+		p.byID[g.id] = len(p.gpus)
+		g.cdiID = parser.QualifiedName(CDIVendor, CDIClass, g.id)
+		p.gpus = append(p.gpus, g)
+		p.healthy = append(p.healthy, g.unusable == nil)
 		if cfg.Replicas == 1 {
-			p.advertised = append(p.advertised, id)
-			continue
+			p.advertised = append(p.advertised, g.id)
+			return nil
 		}
 		for r := range cfg.Replicas {
-			p.advertised = append(p.advertised, id+replicaSep+strconv.Itoa(r))
+			p.advertised = append(p.advertised, g.id+replicaSep+strconv.Itoa(r))
+		}
+		return nil
+	}
+	for i, d := range inv.Devices {
+		if err := add(gpu{dev: d, id: cfg.gpuID(d.Index, d.UUID), numa: p.topo.numa[i]}); err != nil {
+			return nil, err
 		}
 	}
-	if cfg.usesCDI() {
+	for _, u := range inv.Unusable {
+		id := cfg.gpuID(u.Index, u.UUID)
+		if id == "" {
+			logger.Error(u.Err, "Cannot advertise an unusable GPU without its UUID (use --device-id-strategy=index to see it as Unhealthy)",
+				"index", u.Index, "fix", u.Fix())
+			continue
+		}
+		if err := add(gpu{dev: inventory.Device{Index: u.Index, UUID: u.UUID, Minor: u.Minor, PCIBusID: u.PCIBusID, ProductName: u.ProductName},
+			id: id, numa: -1, unusable: &u}); err != nil {
+			return nil, err
+		}
+		logger.Error(u.Err, "Advertising an unusable GPU as Unhealthy", "id", id, "index", u.Index, "fix", u.Fix())
+	}
+	p.topo = p.topo.extend(len(p.gpus))
+	if cfg.usesCDI() && len(inv.Devices) == 0 {
+		logger.Error(nil, "No usable GPU: writing no CDI spec", "unusable", len(inv.Unusable))
+	} else if cfg.usesCDI() {
 		if edits == nil {
 			return nil, errors.New("device plugin: the CDI strategies need the driver's CDI edits")
 		}
@@ -107,10 +134,19 @@ func New(ctx context.Context, cfg Config, inv *inventory.Inventory, lib nvml.Int
 		p.cdiSpecPath = path
 		logger.Info("Wrote CDI spec", "path", path, "kind", CDIKind)
 	}
-	logger.Info("Device plugin configured", "resource", cfg.AdvertisedResourceName(), "gpus", len(p.gpus),
+	logger.Info("Device plugin configured", "resource", cfg.AdvertisedResourceName(), "gpus", len(p.gpus), "unusable", len(inv.Unusable),
 		"replicas", cfg.Replicas, "deviceListStrategies", cfg.DeviceListStrategies, "deviceIDStrategy", cfg.DeviceIDStrategy,
 		"topologySources", p.topo.sources)
 	return p, nil
+}
+
+// gpuID is the ID a GPU is advertised under: its UUID, or its index with
+// the index strategy; "" for the UUID strategy without a UUID.
+func (cfg Config) gpuID(index int, uuid string) string {
+	if cfg.DeviceIDStrategy == IDStrategyIndex {
+		return strconv.Itoa(index)
+	}
+	return uuid
 }
 
 // CDISpecPath is the path of the plugin's CDI spec, or "" without a CDI
@@ -130,6 +166,12 @@ func (p *Plugin) SetHealth(id string, healthy bool) error {
 	i, ok := p.lookupGPU(id)
 	if !ok {
 		return fmt.Errorf("no GPU %q", id)
+	}
+	if u := p.gpus[i].unusable; u != nil {
+		if healthy {
+			return fmt.Errorf("GPU %q is unusable (%v): it stays Unhealthy until the plugin restarts after the fix", id, u.Err)
+		}
+		return nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -243,6 +285,10 @@ func (p *Plugin) containerResponse(deviceIDs []string) (*pluginapi.ContainerAllo
 		i, ok := p.gpuOf(id)
 		if !ok {
 			return nil, status.Errorf(codes.InvalidArgument, "allocate: unknown device %q of resource %s", id, p.ResourceName())
+		}
+		if u := p.gpus[i].unusable; u != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "allocate: device %q of resource %s is %s, which NVML cannot use (%v): it is advertised Unhealthy; %s",
+				id, p.ResourceName(), u, u.Err, u.Fix())
 		}
 		if !seen[i] {
 			seen[i] = true

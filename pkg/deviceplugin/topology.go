@@ -25,6 +25,23 @@ type topology struct {
 	sources []string
 }
 
+// extend returns t for n >= len(t.numa) GPUs: the GPUs added at the end
+// (the unusable ones) have no NUMA node and score 0 with every GPU.
+func (t topology) extend(n int) topology {
+	for len(t.numa) < n {
+		t.numa = append(t.numa, -1)
+	}
+	for i := range t.score {
+		for len(t.score[i]) < n {
+			t.score[i] = append(t.score[i], 0)
+		}
+	}
+	for len(t.score) < n {
+		t.score = append(t.score, make([]int, n))
+	}
+	return t
+}
+
 // nvmlCall runs f and reports success. go-nvml's mock panics for methods a
 // mock machine does not implement; that counts as unsupported.
 func nvmlCall[T any](f func() (T, nvml.Return)) (v T, ok bool) {

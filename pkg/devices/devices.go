@@ -89,22 +89,36 @@ func (d Device) GPUUUID() string {
 	return d.UUID
 }
 
+// UnusableName returns the name under which the unusable GPU u is
+// published (tainted, never preparable): "gpu-<index>", the name it has
+// while it works (GPUName).
+func UnusableName(u inventory.UnusableDevice) string {
+	return "gpu-" + strconv.Itoa(u.Index)
+}
+
 // Set is the node's preparable devices. It is immutable, and safe for
 // concurrent use. Build it with FromInventory.
 type Set struct {
 	all    []Device
 	byName map[string]int // index in all
+	// unusable are the GPUs NVML cannot use (inventory.Inventory.Unusable)
+	// by UnusableName: known, never preparable.
+	unusable map[string]inventory.UnusableDevice
 }
 
 // FromInventory returns the preparable devices of inv in publication order:
 // the GPUs not in MIG mode in inv.Devices order, then the MIG devices in
 // inv.MIGDevices order. A MIG device whose parent is not in inv.Devices is
-// left out (Discover never returns one). A nil inv gives an empty Set. The
-// Set copies what it keeps of inv.
+// left out (Discover never returns one). The unusable GPUs of inv are not
+// preparable; Unusable names them. A nil inv gives an empty Set. The Set
+// copies what it keeps of inv.
 func FromInventory(inv *inventory.Inventory) *Set {
-	s := &Set{byName: map[string]int{}}
+	s := &Set{byName: map[string]int{}, unusable: map[string]inventory.UnusableDevice{}}
 	if inv == nil {
 		return s
+	}
+	for _, u := range inv.Unusable {
+		s.unusable[UnusableName(u)] = u
 	}
 	s.all = make([]Device, 0, len(inv.Devices)+len(inv.MIGDevices))
 	for _, d := range inv.Devices {
@@ -136,6 +150,14 @@ func (s *Set) Get(name string) (Device, bool) {
 		return Device{}, false
 	}
 	return s.all[i], true
+}
+
+// Unusable returns the GPU published under name that the node has but NVML
+// cannot use (inventory.Inventory.Unusable). Get never returns it: a claim
+// allocated it fails with an error that says so (see UnusableDevice.Fix).
+func (s *Set) Unusable(name string) (inventory.UnusableDevice, bool) {
+	u, ok := s.unusable[name]
+	return u, ok
 }
 
 // All returns the devices in publication order, in a new slice.

@@ -133,3 +133,26 @@ func TestMIGNameIsDNSLabel(t *testing.T) {
 		t.Errorf("name %q", got)
 	}
 }
+
+func TestUnusableGPUsAreKnownNotPreparable(t *testing.T) {
+	inv := node()
+	inv.Unusable = []inventory.UnusableDevice{{Index: 4, UUID: "GPU-4", Minor: 4}, {Index: 5, Minor: -1}}
+	s := FromInventory(inv)
+	for _, name := range []string{"gpu-4", "gpu-5"} {
+		if _, ok := s.Get(name); ok {
+			t.Errorf("unusable %s is preparable", name)
+		}
+		if u, ok := s.Unusable(name); !ok || UnusableName(u) != name {
+			t.Errorf("Unusable(%s) = %+v, %v", name, u, ok)
+		}
+	}
+	if _, ok := s.Unusable("gpu-1"); ok {
+		t.Error("a usable GPU is reported unusable")
+	}
+	if slices.Contains(s.Names(), "gpu-4") || len(s.OfGPU("GPU-4")) != 0 {
+		t.Errorf("unusable GPU among the preparable devices: %v", s.Names())
+	}
+	if _, ok := FromInventory(nil).Unusable("gpu-4"); ok {
+		t.Error("empty set has an unusable GPU")
+	}
+}

@@ -13,6 +13,7 @@ package doctor
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -162,11 +163,18 @@ func Run(ctx context.Context, cfg Config) *Report {
 
 // openNVML opens the node as the plugins do (node.Open: backend, NVML,
 // discovery) and returns its inventory; NVML is shut down before it returns,
-// as the checks only need the inventory. The mock host root is not opened
-// here: the file checks look at it, and warn while the plugin has not laid
-// it out yet.
+// as the checks only need the inventory. The mock host root is opened only
+// once the plugin has laid it out (it holds the mock machine's faults,
+// mockmachine.FaultsFile): the file checks look at it, and warn while it is
+// not there yet.
 func openNVML(ctx context.Context, cfg Config) (*inventory.Inventory, error) {
-	n, err := node.Open(ctx, node.Flags{NVML: cfg.NVMLBackend, DriverRoot: cfg.DriverRoot}, node.Options{Mode: node.HostTool, Seed: cfg.Seed, HostRoot: cfg.HostRoot})
+	f := node.Flags{NVML: cfg.NVMLBackend, DriverRoot: cfg.DriverRoot}
+	if b, err := node.ParseBackend(cfg.NVMLBackend, ""); err == nil && b.Mock() && cfg.MockHostRoot != "" {
+		if _, err := os.Stat(filepath.Join(cfg.HostRoot, cfg.MockHostRoot)); err == nil {
+			f.MockHostRoot = cfg.MockHostRoot
+		}
+	}
+	n, err := node.Open(ctx, f, node.Options{Mode: node.HostTool, Seed: cfg.Seed, HostRoot: cfg.HostRoot})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@
 package inventory
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -40,17 +41,69 @@ type Device struct {
 	MIGEnabled bool
 }
 
+// UnusableDevice is a GPU that NVML enumerates but cannot describe: a call
+// that discovery needs failed for it (typically ERROR_GPU_IS_LOST, a GPU
+// that fell off the bus; or a broken GPU, e.g. ERROR_UNKNOWN). The node's
+// other GPUs are used without it; it is reported (see Fix), never used.
+type UnusableDevice struct {
+	// Index is NVML's enumeration index: the N of "GPU N" in nvidia-smi.
+	Index int
+	// UUID is NVML's identifier, "" when NVML could not read it.
+	UUID string
+	// Minor is the device node minor number, -1 when NVML could not read
+	// it.
+	Minor int
+	// PCIBusID is the normalized bus ID, "dddd:bb:dd.f", "" when unknown.
+	PCIBusID string
+	// ProductName is NVML's device name, "" when unknown.
+	ProductName string
+	// Err names the NVML call that failed and NVML's error, e.g. "reading
+	// memory info: ERROR_GPU_IS_LOST" (String names the GPU); NVML's
+	// nvml.Return is in its chain (errors.Is(Err, nvml.ERROR_GPU_IS_LOST)).
+	Err error
+}
+
+// Lost tells whether NVML reported the GPU lost (ERROR_GPU_IS_LOST).
+func (u UnusableDevice) Lost() bool { return errors.Is(u.Err, nvml.ERROR_GPU_IS_LOST) }
+
+// String names the GPU as an operator finds it: "GPU 5 (GPU-..., PCI
+// 0000:18:00.0)", with what is known.
+func (u UnusableDevice) String() string {
+	var known []string
+	if u.UUID != "" {
+		known = append(known, u.UUID)
+	}
+	if u.PCIBusID != "" {
+		known = append(known, "PCI "+u.PCIBusID)
+	}
+	if len(known) == 0 {
+		return fmt.Sprintf("GPU %d", u.Index)
+	}
+	return fmt.Sprintf("GPU %d (%s)", u.Index, strings.Join(known, ", "))
+}
+
+// Fix is the operator's remedy for the GPU, the same wherever it is
+// reported: reset it, or drain the node. A restarted plugin discovers the
+// GPU again.
+func (u UnusableDevice) Fix() string {
+	return fmt.Sprintf("reset the GPU with `nvidia-smi -r -i %d` (stop the processes using it first) and restart the GPU plugins on the node, "+
+		"or drain the node and reboot it; if the kernel log (dmesg | grep -i nvrm) shows Xid 79 or the GPU keeps failing, have the GPU replaced", u.Index)
+}
+
 // Inventory is a snapshot of the node's GPUs and driver.
 type Inventory struct {
 	// DriverVersion is the kernel driver version, e.g. "550.54.15".
 	DriverVersion string
 	// CUDADriverVersion is the CUDA version the driver supports, "<major>.<minor>".
 	CUDADriverVersion string
-	// Devices lists the GPUs ordered by NVML index.
+	// Devices lists the usable GPUs ordered by NVML index.
 	Devices []Device
 	// MIGDevices lists the MIG devices of the GPUs in MIG mode, ordered
 	// by parent index, GPU instance ID and compute instance ID.
 	MIGDevices []MIGDevice
+	// Unusable lists the GPUs NVML enumerates but cannot describe, ordered
+	// by NVML index; they are in neither Devices nor MIGDevices.
+	Unusable []UnusableDevice
 }
 
 // DeviceByUUID returns the device with the given UUID.
@@ -74,6 +127,12 @@ func (inv *Inventory) UUIDs() []string {
 
 // Discover enumerates every GPU through lib. lib must be initialized by the
 // caller (see Open); Discover does not call Init or Shutdown.
+//
+// A failure of the driver-wide calls (versions, GPU count) fails Discover:
+// NVML is then unusable. A GPU that NVML enumerates but cannot describe (a
+// failed call for it, or for its MIG devices) does not: it goes to
+// Inventory.Unusable, with what NVML could read of it, and the other GPUs
+// are discovered as usual.
 func Discover(lib nvml.Interface) (*Inventory, error) {
 	driverVersion, ret := lib.SystemGetDriverVersion()
 	if ret != nvml.SUCCESS {
@@ -92,41 +151,56 @@ func Discover(lib nvml.Interface) (*Inventory, error) {
 		CUDADriverVersion: fmt.Sprintf("%d.%d", cudaVersion/1000, (cudaVersion%1000)/10),
 	}
 	for i := 0; i < count; i++ {
-		d, err := discoverDevice(lib, i)
+		h, d, err := discoverDevice(lib, i)
+		if err == nil && d.MIGEnabled {
+			var migs []MIGDevice
+			if migs, err = discoverMIG(h, d); err == nil {
+				inv.MIGDevices = append(inv.MIGDevices, migs...)
+			} else {
+				err = fmt.Errorf("in MIG mode: %w", err)
+			}
+		}
 		if err != nil {
-			return nil, fmt.Errorf("GPU %d: %w", i, err)
+			inv.Unusable = append(inv.Unusable, UnusableDevice{Index: i, UUID: d.UUID, Minor: d.Minor, PCIBusID: d.PCIBusID,
+				ProductName: d.ProductName, Err: err})
+			continue
 		}
 		inv.Devices = append(inv.Devices, d)
-		if d.MIGEnabled {
-			h, _ := lib.DeviceGetHandleByIndex(i) // succeeded in discoverDevice
-			migs, err := discoverMIG(h, d)
-			if err != nil {
-				return nil, fmt.Errorf("GPU %d (%s): %w", i, d.UUID, err)
-			}
-			inv.MIGDevices = append(inv.MIGDevices, migs...)
-		}
 	}
 	return inv, nil
 }
 
-func discoverDevice(lib nvml.Interface, index int) (Device, error) {
+// discoverDevice describes the GPU at index. On error, the Device holds
+// what could be read (Minor -1 when unknown) and the error names the first
+// call that failed, with NVML's nvml.Return in its chain.
+func discoverDevice(lib nvml.Interface, index int) (nvml.Device, Device, error) {
+	d := Device{Index: index, Minor: -1}
 	h, ret := lib.DeviceGetHandleByIndex(index)
 	if ret != nvml.SUCCESS {
-		return Device{}, fmt.Errorf("getting the NVML handle: %s", nvml.ErrorString(ret))
+		return nil, d, fmt.Errorf("getting the NVML handle: %w", ret)
 	}
-	d := Device{Index: index}
 	var err error
-	call := func(what string, r nvml.Return) {
-		if r != nvml.SUCCESS && err == nil {
-			err = fmt.Errorf("reading %s: %s", what, nvml.ErrorString(r))
+	call := func(what string, r nvml.Return) bool {
+		if r != nvml.SUCCESS {
+			if err == nil {
+				err = fmt.Errorf("reading %s: %w", what, r)
+			}
+			return false
 		}
+		return true
 	}
-	d.UUID, ret = h.GetUUID()
-	call("UUID", ret)
-	d.Minor, ret = h.GetMinorNumber()
-	call("minor number", ret)
-	d.ProductName, ret = h.GetName()
-	call("product name", ret)
+	if uuid, ret := h.GetUUID(); call("UUID", ret) {
+		d.UUID = uuid
+	}
+	if minor, ret := h.GetMinorNumber(); call("minor number", ret) {
+		d.Minor = minor
+	}
+	if pci, ret := h.GetPciInfo(); call("PCI info", ret) {
+		d.PCIBusID = normalizeBusID(pci.BusId)
+	}
+	if name, ret := h.GetName(); call("product name", ret) {
+		d.ProductName = name
+	}
 	brand, ret := h.GetBrand()
 	call("brand", ret)
 	arch, ret := h.GetArchitecture()
@@ -135,23 +209,20 @@ func discoverDevice(lib nvml.Interface, index int) (Device, error) {
 	call("CUDA compute capability", ret)
 	mem, ret := h.GetMemoryInfo()
 	call("memory info", ret)
-	pci, ret := h.GetPciInfo()
-	call("PCI info", ret)
 	if err != nil {
-		return Device{}, err
+		return h, d, err
 	}
 	d.Brand = brandName(brand)
 	d.Architecture = architectureName(arch)
 	d.CUDAComputeCapability = fmt.Sprintf("%d.%d", major, minor)
 	d.MemoryBytes = mem.Total
-	d.PCIBusID = normalizeBusID(pci.BusId)
 	// MIG support is optional information: a GPU without MIG answers
 	// NOT_SUPPORTED, which is not an error.
 	if current, _, ret := h.GetMigMode(); ret == nvml.SUCCESS {
 		d.MIGCapable = true
 		d.MIGEnabled = current == nvml.DEVICE_MIG_ENABLE
 	}
-	return d, nil
+	return h, d, nil
 }
 
 // normalizeBusID turns NVML's C string ("00000000:3B:00.0") into the

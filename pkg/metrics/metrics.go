@@ -50,6 +50,9 @@ type Metrics struct {
 	HealthMonitorUp prometheus.Gauge
 	// HealthMonitorErrors counts failed NVML event calls of the health monitor.
 	HealthMonitorErrors prometheus.Counter
+	// UnusableGPUs is the number of GPUs that NVML enumerates but cannot use
+	// (published tainted, never prepared), as discovered at start.
+	UnusableGPUs prometheus.Gauge
 	// StaleClaimsRemoved counts the recorded claims unprepared because the
 	// API server says no kubelet can use them any more, by trigger:
 	// TriggerPrepare (a prepare needed a device they held) or TriggerSweep.
@@ -107,7 +110,11 @@ func New() *Metrics {
 		Help: "Recorded claims unprepared because the API server no longer has them for this node (deleted, re-created, deallocated), " +
 			`by trigger: "prepare" (a prepare needed a device they held) or "sweep" (the periodic check).`,
 	}, []string{"trigger"})
-	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors, m.APIRequestDuration, m.StaleClaimsRemoved)
+	m.UnusableGPUs = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "gpudra", Name: "unusable_gpus",
+		Help: "GPUs that NVML enumerates but cannot use (lost or broken at start; published tainted, never prepared): reset them or drain the node.",
+	})
+	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors, m.APIRequestDuration, m.StaleClaimsRemoved, m.UnusableGPUs)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.PreparedClaims, m.CheckpointErrors, m.PublishedDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

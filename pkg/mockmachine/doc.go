@@ -5,6 +5,9 @@
 //
 //   - injectable NVML events (Events: XIDs, ECC errors, lost GPUs; from
 //     tests, or from EventsFile under the mock host root);
+//   - discovery-time faults (FailDevice: a GPU whose NVML calls fail, as a
+//     lost or broken GPU's do; from tests, or from FaultsFile in the mock
+//     driver root);
 //   - the host side of a driver installation (LayOutHost: libraries,
 //     binaries and device nodes, the MIG capability minors), so that the CDI
 //     specs written on such a node name paths that exist;

@@ -138,10 +138,18 @@ const mockTimeSliceFile = "mock-timeslice.json"
 func (b *mockBackend) String() string { return mockPrefix + b.machine }
 func (b *mockBackend) Mock() bool     { return true }
 
-func (b *mockBackend) Open(string) (nvml.Interface, error) {
+// Open opens the mock machine with the faults of mockmachine.FaultsFile in
+// driverRoot (the mock host root when there is one), if it has any.
+func (b *mockBackend) Open(driverRoot string) (nvml.Interface, error) {
 	s, err := mockmachine.New(b.machine, b.seed)
 	if err != nil {
 		return nil, err
+	}
+	if driverRoot != "" {
+		if _, err := mockmachine.ApplyFaultsFile(s, filepath.Join(driverRoot, mockmachine.FaultsFile)); err != nil {
+			_ = s.Shutdown()
+			return nil, err
+		}
 	}
 	ev, err := mockmachine.InstallEvents(s)
 	if err != nil {

@@ -83,10 +83,11 @@ type Node struct {
 }
 
 // Open brings a GPU node up in the one order every binary needs: parse the
-// backend, open NVML, discover the GPUs, lay out the mock host (Plugin mode
-// with --mock-host-root) and resolve the roots, install the CDI hook
-// (Plugin mode with --install-cdi-hook-from), build the container edits. On
-// error nothing stays open.
+// backend, open NVML, discover the GPUs (a GPU NVML cannot use is logged with
+// its fix and left in Inventory.Unusable: it never fails Open), lay out the
+// mock host (Plugin mode with --mock-host-root) and resolve the roots,
+// install the CDI hook (Plugin mode with --install-cdi-hook-from), build the
+// container edits. On error nothing stays open.
 func Open(ctx context.Context, f Flags, opts Options) (_ *Node, err error) {
 	logger := klog.FromContext(ctx)
 	b, err := ParseBackend(f.NVML, opts.Seed)
@@ -110,6 +111,10 @@ func Open(ctx context.Context, f Flags, opts Options) (_ *Node, err error) {
 	if n.Inventory, err = inventory.Discover(lib); err != nil {
 		return nil, fmt.Errorf("discovering GPUs: %w", err)
 	}
+	for _, u := range n.Inventory.Unusable {
+		logger.Error(u.Err, "GPU unusable: the node's other GPUs are used without it", "index", u.Index, "uuid", u.UUID,
+			"pciBusID", u.PCIBusID, "fix", u.Fix())
+	}
 	n.Devices = devices.FromInventory(n.Inventory)
 	if opts.Mode == Plugin && roots.MockHostRoot != "" {
 		if err := mockmachine.LayOutHost(mockmachine.HostOptions{DriverRoot: roots.MockHostRoot, DevRoot: roots.MockHostRoot}, n.Inventory); err != nil {
@@ -121,7 +126,7 @@ func Open(ctx context.Context, f Flags, opts Options) (_ *Node, err error) {
 			return nil, fmt.Errorf("installing nvidia-cdi-hook: %w", err)
 		}
 	}
-	logger.Info("Discovered GPUs", "count", len(n.Inventory.Devices), "driverVersion", n.Inventory.DriverVersion,
+	logger.Info("Discovered GPUs", "count", len(n.Inventory.Devices), "unusable", len(n.Inventory.Unusable), "driverVersion", n.Inventory.DriverVersion,
 		"cudaDriverVersion", n.Inventory.CUDADriverVersion, "backend", b.String())
 	if opts.Edits {
 		n.Edits, err = cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: roots.DriverRoot, HostDriverRoot: roots.HostDriverRoot,

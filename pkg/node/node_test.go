@@ -149,3 +149,43 @@ func TestPCIeRootReadsTheSysfsRoot(t *testing.T) {
 		t.Error("a mock backend resolves PCIe roots")
 	}
 }
+
+// TestOpenKeepsTheUsableGPUs: a mock GPU broken by the faults file in the
+// driver root does not fail Open; it is in Inventory.Unusable, known to the
+// device set as unusable, and the edits cover the other GPUs.
+func TestOpenKeepsTheUsableGPUs(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	root := filepath.Join(t.TempDir(), "mock")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, mockmachine.FaultsFile), []byte("5 memory GPU_IS_LOST\n2 handle\n3 all UNKNOWN\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(ctx, Flags{NVML: "mock:dgxh100", MockHostRoot: root, HookPath: "/usr/bin/nvidia-cdi-hook"}, Options{Mode: Plugin, Seed: "node-a", Edits: true})
+	mockmachinetest.SkipWithoutMknod(t, err)
+	defer n.Close()
+	if len(n.Inventory.Devices) != 5 || len(n.Inventory.Unusable) != 3 || n.Inventory.Unusable[2].Index != 5 || !n.Inventory.Unusable[2].Lost() {
+		t.Fatalf("inventory: %d GPUs, unusable %+v", len(n.Inventory.Devices), n.Inventory.Unusable)
+	}
+	if _, ok := n.Devices.Get("gpu-5"); ok {
+		t.Error("gpu-5 is preparable")
+	}
+	if _, ok := n.Devices.Unusable("gpu-5"); !ok {
+		t.Error("gpu-5 is not known as unusable")
+	}
+	for _, d := range n.Inventory.Devices {
+		if _, err := n.Edits.Device(d.UUID); err != nil {
+			t.Errorf("edits of GPU %d: %v", d.Index, err)
+		}
+	}
+
+	// A malformed faults file fails clearly.
+	if err := os.WriteFile(filepath.Join(root, mockmachine.FaultsFile), []byte("5 melted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, Flags{NVML: "mock:dgxh100", MockHostRoot: "/mock"}, Options{Mode: HostTool, Seed: "node-a", HostRoot: filepath.Dir(root)}); err == nil ||
+		!strings.Contains(err.Error(), mockmachine.FaultsFile) || !strings.Contains(err.Error(), "melted") {
+		t.Errorf("Open with a malformed faults file: %v", err)
+	}
+}

@@ -25,6 +25,9 @@ type driver struct {
 	metrics  *metrics.Metrics
 	poolName string
 	devices  []string // device names, for health reports
+	// unusable are the published devices of the GPUs NVML cannot use, by
+	// name, with what the health reports say of them: always Unhealthy.
+	unusable map[string]string
 	// healthResend is how often the health report is re-sent; it must be
 	// below the kubelet's 30 s staleness timeout.
 	healthResend time.Duration

@@ -243,8 +243,9 @@ func signature(taints map[string][]resourceapi.DeviceTaint) string {
 
 // healthReport is the health of every device of d, and a channel closed
 // when it changes (nil without a monitor: nothing changes). Unhealthy
-// devices are Unhealthy with the reason and its explanation as message;
-// unmonitored ones, and devices the monitor does not know, Unknown.
+// devices are Unhealthy with the reason and its explanation as message, and
+// so are the GPUs NVML cannot use; unmonitored ones, and devices the
+// monitor does not know, Unknown.
 func (d *driver) healthReport() (kubeletplugin.DeviceHealthReport, <-chan struct{}) {
 	now := time.Now()
 	report := kubeletplugin.DeviceHealthReport{Devices: make([]kubeletplugin.DeviceHealth, 0, len(d.devices))}
@@ -255,7 +256,9 @@ func (d *driver) healthReport() (kubeletplugin.DeviceHealthReport, <-chan struct
 	}
 	for _, name := range d.devices {
 		dh := kubeletplugin.DeviceHealth{PoolName: d.poolName, DeviceName: name, Health: kubeletplugin.HealthStatusHealthy, LastUpdated: now}
-		if d.health != nil {
+		if msg, ok := d.unusable[name]; ok {
+			dh.Health, dh.Message = kubeletplugin.HealthStatusUnhealthy, msg
+		} else if d.health != nil {
 			st, ok := snap.Device(d.health.uuidOf[name])
 			switch {
 			case !ok:

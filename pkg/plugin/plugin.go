@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/claimstate"
+	nodedevices "github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/metrics"
 	"github.com/gpudra/gpudra/pkg/node"
@@ -48,7 +49,11 @@ type Plugin struct {
 // the background as soon as the API server answers. The metrics server's
 // /readyz turns ready once the node's slices are published. It fails, and
 // leaves nothing running, when NVML cannot be loaded or a directory cannot be
-// used: a half-running plugin is worse than one that does not start.
+// used: a half-running plugin is worse than one that does not start. A GPU
+// that NVML enumerates but cannot use does not stop it: the plugin serves
+// the other GPUs and reports that one (a log line and a Warning event with
+// the fix, gpudra_unusable_gpus, a tainted device in the slices, Unhealthy
+// in the health stream).
 //
 // The steps, in order: open the node (NVML, GPUs, mock host, CDI edits),
 // load and reconcile the claim state, serve metrics, start the kubelet
@@ -78,6 +83,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		return nil, err
 	}
 	p.node = n
+	reportUnusableGPUs(ctx, cfg.KubeClient, cfg.NodeName, cfg.DriverName, n.Inventory, p.metrics)
 	if p.state, err = openClaimState(ctx, cfg, n, p.metrics); err != nil {
 		return nil, err
 	}
@@ -94,6 +100,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 		cancel(fmt.Errorf("the NVIDIA driver changed (%q -> %q): stopping so that the restarted plugin uses the new driver", before, after))
 	})
 	klog.FromContext(ctx).Info("GPU kubelet plugin started", "driver", cfg.DriverName, "node", cfg.NodeName, "devices", len(drv.devices),
+		"unusableGPUs", len(n.Inventory.Unusable),
 		"pluginDataDir", cfg.PluginDataDir(), "cdiRoot", cfg.Node.CDIRoot)
 	return p, nil
 }
@@ -119,14 +126,20 @@ func (p *Plugin) serveMetrics() error {
 func (p *Plugin) startKubeletPlugin() (*driver, error) {
 	cfg := p.cfg
 	sliceOpts := resourceslice.Options{PCIeRoot: p.node.PCIeRoot()}
-	devices := resourceslice.Devices(p.node.Inventory, sliceOpts)
+	// The GPUs NVML cannot use come last, tainted (see
+	// resourceslice.UnusableDevices).
+	devices := append(resourceslice.Devices(p.node.Inventory, sliceOpts), resourceslice.UnusableDevices(p.node.Inventory, cfg.DriverName, sliceOpts)...)
 	p.devices = devices
 	names := make([]string, 0, len(devices))
 	for _, d := range devices {
 		names = append(names, d.Name)
 	}
+	unusable := make(map[string]string, len(p.node.Inventory.Unusable))
+	for _, u := range p.node.Inventory.Unusable {
+		unusable[nodedevices.UnusableName(u)] = unusableMessage(cfg.DriverName, u)
+	}
 	drv := &driver{
-		state: p.state, metrics: p.metrics, poolName: cfg.NodeName, devices: names,
+		state: p.state, metrics: p.metrics, poolName: cfg.NodeName, devices: names, unusable: unusable,
 		healthResend: cfg.Health.ResendInterval,
 		fatal:        func(err error) { p.cancel(fmt.Errorf("fatal background error: %w", err)) },
 	}

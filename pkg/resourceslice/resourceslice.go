@@ -35,6 +35,12 @@
 // and one capacity, memory, the framebuffer size in bytes (a binary-SI
 // quantity such as "80Gi").
 //
+// A GPU that NVML enumerates but cannot use (inventory.Inventory.Unusable,
+// e.g. one that fell off the bus) is published by UnusableDevices, not by
+// Devices: under the name it has when it works, with the attributes NVML
+// could read, no capacity, and the NoSchedule taint
+// "<driver>/unhealthy=gpu-lost" (or "=unusable"); it is never prepared.
+//
 // A GPU in MIG mode is not published as a whole: each of its MIG devices
 // is published instead, named devices.MIGName(m), with type "mig" (see
 // mig.go for its extra attributes and capacities).
@@ -230,15 +236,22 @@ func gpuAttributes(g inventory.Device, v driverVersions, opts Options) map[resou
 	attrs[AttrIndex] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(g.Index))}
 	attrs[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(g.Minor))}
 	attrs[AttrMIGCapable] = resourceapi.DeviceAttribute{BoolValue: ptrTo(g.MIGCapable)}
-	if validBusID(g.PCIBusID) {
-		putString(attrs, AttrPCIBusID, g.PCIBusID)
-		if opts.PCIeRoot != nil {
-			if root, err := opts.PCIeRoot(g.PCIBusID); err == nil && root != "" {
-				putString(attrs, AttrPCIeRoot, root)
-			}
+	putBusAttributes(attrs, g.PCIBusID, opts)
+	return attrs
+}
+
+// putBusAttributes sets pciBusID, and pcieRoot when opts resolves it, for a
+// valid bus ID.
+func putBusAttributes(attrs map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, busID string, opts Options) {
+	if !validBusID(busID) {
+		return
+	}
+	putString(attrs, AttrPCIBusID, busID)
+	if opts.PCIeRoot != nil {
+		if root, err := opts.PCIeRoot(busID); err == nil && root != "" {
+			putString(attrs, AttrPCIeRoot, root)
 		}
 	}
-	return attrs
 }
 
 // DriverResources returns what the kubeletplugin helper publishes for

@@ -6,6 +6,9 @@ import (
 
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/gpudra/gpudra/pkg/devices"
+	"github.com/gpudra/gpudra/pkg/inventory"
 )
 
 // TaintKeyName is the name part of the health taint key; the key is
@@ -54,6 +57,71 @@ func WithTaints(devices []resourceapi.Device, taints map[string][]resourceapi.De
 			d.Taints = append(append(make([]resourceapi.DeviceTaint, 0, len(d.Taints)+len(extra)), d.Taints...), extra...)
 		}
 		out[i] = d
+	}
+	return out
+}
+
+// Taint values of the GPUs that NVML cannot use (UnusableDevices).
+const (
+	// TaintGPULost is the value for a GPU that NVML reports lost
+	// (ERROR_GPU_IS_LOST): it fell off the bus. The health monitor uses the
+	// same value for a GPU lost while the plugin runs.
+	TaintGPULost = "gpu-lost"
+	// TaintUnusable is the value for a GPU that fails otherwise.
+	TaintUnusable = "unusable"
+)
+
+// UnusableTaint is the taint of the unusable GPU u: the health taint key,
+// value TaintGPULost or TaintUnusable, NoSchedule (it runs nothing that
+// could be evicted: it was never prepared by this plugin), TimeAdded left
+// for the API server to fill in.
+func UnusableTaint(driverName string, u inventory.UnusableDevice) resourceapi.DeviceTaint {
+	reason := TaintUnusable
+	if u.Lost() {
+		reason = TaintGPULost
+	}
+	return HealthTaint(driverName, reason, resourceapi.DeviceTaintEffectNoSchedule, time.Time{})
+}
+
+// UnusableDevices returns one device per GPU of inv that NVML cannot use
+// (inv.Unusable), so that operators and the scheduler see it: named
+// devices.UnusableName(u) ("gpu-<index>", as when it works), with the
+// attributes that are known (type "gpu", index, driverVersion,
+// cudaDriverVersion; uuid, minor, productName, pciBusID and pcieRoot when
+// NVML could read them), no capacity, and UnusableTaint. The claim state
+// never prepares it (devices.Set.Unusable). Put these devices after the
+// preparable ones (Devices): the allocator is first-fit, and where the API
+// server drops device taints (DRADeviceTaints off) only the prepare
+// refuses them.
+func UnusableDevices(inv *inventory.Inventory, driverName string, opts Options) []resourceapi.Device {
+	if inv == nil {
+		return []resourceapi.Device{}
+	}
+	var v driverVersions
+	v.driver, v.driverOK = semverOf(inv.DriverVersion)
+	v.cuda, v.cudaOK = semverOf(inv.CUDADriverVersion)
+	out := make([]resourceapi.Device, 0, len(inv.Unusable))
+	for _, u := range inv.Unusable {
+		attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 9)
+		putString(attrs, AttrType, string(devices.KindGPU))
+		putString(attrs, AttrUUID, u.UUID)
+		putString(attrs, AttrProductName, u.ProductName)
+		if v.driverOK {
+			putVersion(attrs, AttrDriverVersion, v.driver)
+		}
+		if v.cudaOK {
+			putVersion(attrs, AttrCUDADriverVersion, v.cuda)
+		}
+		attrs[AttrIndex] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(u.Index))}
+		if u.Minor >= 0 {
+			attrs[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(u.Minor))}
+		}
+		putBusAttributes(attrs, u.PCIBusID, opts)
+		out = append(out, resourceapi.Device{
+			Name:       devices.UnusableName(u),
+			Attributes: attrs,
+			Taints:     []resourceapi.DeviceTaint{UnusableTaint(driverName, u)},
+		})
 	}
 	return out
 }
