@@ -9,16 +9,25 @@ BINARIES  := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard cmd/*/*.go)))))
 TEST_FLAGS ?= -race -count=1
 FUZZ_TIME ?= 5m
 
-.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image bench-dra gpu-check
+.PHONY: all build test lint fmt vet fuzz bench clean help demo e2e cluster-up cluster-down image bench-dra gpu-check mocknvml
 
 all: build
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build the binaries into bin/
+build: mocknvml ## build the binaries into bin/ (and the mock NVML library)
 	@mkdir -p $(BIN_DIR)
 	$(foreach b,$(BINARIES),$(GO) build -o $(BIN_DIR)/$(b) ./cmd/$(b) &&) true
+
+# The mock libnvidia-ml.so.1 for tests and test images (test/mocknvml); no
+# production image ships it.
+MOCKNVML := $(BIN_DIR)/mocknvml/libnvidia-ml.so.1
+
+mocknvml: ## build the mock NVML library into bin/mocknvml/libnvidia-ml.so.1
+	@mkdir -p $(dir $(MOCKNVML))
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $(MOCKNVML) ./test/mocknvml
+	@rm -f $(BIN_DIR)/mocknvml/libnvidia-ml.so.h
 
 test: ## unit and integration tests, race detector on
 	$(GO) test $(TEST_FLAGS) ./...

@@ -1,0 +1,616 @@
+package main
+
+/*
+#include "mocknvml.h"
+*/
+import "C"
+
+import (
+	"sort"
+	"unsafe"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpudra/gpudra/pkg/inventory"
+)
+
+// MIG: modes, MIG device handles, GPU and compute instances and their
+// profiles and placements, as the mock machine has them (pkg/mockmachine:
+// the -mig machines have GPUs 0 and 1 in MIG mode with instances created).
+
+//export nvmlDeviceGetMigMode
+func nvmlDeviceGetMigMode(device C.nvmlDevice_t, currentMode, pendingMode *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetMigMode", &ret)
+	d, r := device_("nvmlDeviceGetMigMode", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if currentMode == nil || pendingMode == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	cur, pending, r := d.GetMigMode()
+	if r == nvml.SUCCESS {
+		*currentMode, *pendingMode = C.uint(cur), C.uint(pending)
+	}
+	return cret(r)
+}
+
+//export nvmlDeviceGetMaxMigDeviceCount
+func nvmlDeviceGetMaxMigDeviceCount(device C.nvmlDevice_t, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetMaxMigDeviceCount", &ret)
+	return cret(deviceUint("nvmlDeviceGetMaxMigDeviceCount", device, false, count, nvml.Device.GetMaxMigDeviceCount))
+}
+
+//export nvmlDeviceGetMigDeviceHandleByIndex
+func nvmlDeviceGetMigDeviceHandleByIndex(device C.nvmlDevice_t, index C.uint, migDevice *C.nvmlDevice_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetMigDeviceHandleByIndex", &ret)
+	d, r := device_("nvmlDeviceGetMigDeviceHandleByIndex", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if migDevice == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	m, r := d.GetMigDeviceHandleByIndex(int(index))
+	if r == nvml.SUCCESS {
+		*migDevice = C.nvmlDevice_t(migHandle(d, m))
+	}
+	return cret(r)
+}
+
+//export nvmlDeviceIsMigDeviceHandle
+func nvmlDeviceIsMigDeviceHandle(device C.nvmlDevice_t, isMigDevice *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceIsMigDeviceHandle", &ret)
+	d, r := deviceOf("nvmlDeviceIsMigDeviceHandle", ptr(device), true)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if isMigDevice == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	is, r := d.IsMigDeviceHandle()
+	if r == nvml.SUCCESS {
+		*isMigDevice = 0
+		if is {
+			*isMigDevice = 1
+		}
+	}
+	return cret(r)
+}
+
+//export nvmlDeviceGetDeviceHandleFromMigDeviceHandle
+func nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice C.nvmlDevice_t, device *C.nvmlDevice_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", &ret)
+	m, r := deviceOf("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", ptr(migDevice), true)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if device == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	parent, r := m.GetDeviceHandleFromMigDeviceHandle()
+	if r == nvml.SUCCESS {
+		*device = C.nvmlDevice_t(handleOf(parent))
+	}
+	return cret(r)
+}
+
+//export nvmlDeviceGetGpuInstanceId
+func nvmlDeviceGetGpuInstanceId(device C.nvmlDevice_t, id *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstanceId", &ret)
+	return cret(deviceUint("nvmlDeviceGetGpuInstanceId", device, true, id, nvml.Device.GetGpuInstanceId))
+}
+
+//export nvmlDeviceGetComputeInstanceId
+func nvmlDeviceGetComputeInstanceId(device C.nvmlDevice_t, id *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetComputeInstanceId", &ret)
+	return cret(deviceUint("nvmlDeviceGetComputeInstanceId", device, true, id, nvml.Device.GetComputeInstanceId))
+}
+
+//export nvmlDeviceGetGpuInstanceProfileInfo
+func nvmlDeviceGetGpuInstanceProfileInfo(device C.nvmlDevice_t, profile C.uint, info *C.nvmlGpuInstanceProfileInfo_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstanceProfileInfo", &ret)
+	d, r := device_("nvmlDeviceGetGpuInstanceProfileInfo", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if info == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, r := d.GetGpuInstanceProfileInfo(int(profile))
+	if r == nvml.SUCCESS {
+		put(unsafe.Pointer(info), p)
+	}
+	return cret(r)
+}
+
+// gpuMemoryMB is the memory of d's GPU in MiB, for profile names.
+func gpuMemoryMB(d nvml.Device) uint64 {
+	if m, r := d.GetMemoryInfo(); r == nvml.SUCCESS {
+		return m.Total >> 20
+	}
+	return 0
+}
+
+// gpuInstanceProfileName is NVML's name of a GPU instance profile,
+// "MIG 1g.10gb".
+func gpuInstanceProfileName(d nvml.Device, p nvml.GpuInstanceProfileInfo) string {
+	return "MIG " + inventory.MIGProfileName(int(p.Id), p.SliceCount, 0, p.MemorySizeMB, gpuMemoryMB(d))
+}
+
+//export nvmlDeviceGetGpuInstanceProfileInfoV
+func nvmlDeviceGetGpuInstanceProfileInfoV(device C.nvmlDevice_t, profile C.uint, info *C.nvmlGpuInstanceProfileInfo_v2_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstanceProfileInfoV", &ret)
+	d, r := device_("nvmlDeviceGetGpuInstanceProfileInfoV", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if info == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	version := info.version
+	if version != gpuInstanceProfileInfoV2 && version != gpuInstanceProfileInfoV3 {
+		return cret(nvml.ERROR_ARGUMENT_VERSION_MISMATCH)
+	}
+	p, r := d.GetGpuInstanceProfileInfo(int(profile))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	name := name96(gpuInstanceProfileName(d, p))
+	if version == gpuInstanceProfileInfoV2 {
+		put(unsafe.Pointer(info), nvml.GpuInstanceProfileInfo_v2{
+			Version: uint32(version), Id: p.Id, IsP2pSupported: p.IsP2pSupported, SliceCount: p.SliceCount,
+			InstanceCount: p.InstanceCount, MultiprocessorCount: p.MultiprocessorCount, CopyEngineCount: p.CopyEngineCount,
+			DecoderCount: p.DecoderCount, EncoderCount: p.EncoderCount, JpegCount: p.JpegCount, OfaCount: p.OfaCount,
+			MemorySizeMB: p.MemorySizeMB, Name: name,
+		})
+	} else {
+		put(unsafe.Pointer(info), nvml.GpuInstanceProfileInfo_v3{
+			Version: uint32(version), Id: p.Id, SliceCount: p.SliceCount,
+			InstanceCount: p.InstanceCount, MultiprocessorCount: p.MultiprocessorCount, CopyEngineCount: p.CopyEngineCount,
+			DecoderCount: p.DecoderCount, EncoderCount: p.EncoderCount, JpegCount: p.JpegCount, OfaCount: p.OfaCount,
+			MemorySizeMB: p.MemorySizeMB, Name: name,
+		})
+	}
+	return cret(nvml.SUCCESS)
+}
+
+// gpuInstancePlacements are the placements of the profile on d: NVML's
+// ERROR_NOT_SUPPORTED (or INVALID_ARGUMENT) for a profile d does not have.
+func gpuInstancePlacements(d nvml.Device, profile int) (nvml.GpuInstanceProfileInfo, []nvml.GpuInstancePlacement, nvml.Return) {
+	p, r := d.GetGpuInstanceProfileInfo(profile)
+	if r != nvml.SUCCESS {
+		return p, nil, r
+	}
+	pl, r := d.GetGpuInstancePossiblePlacements(&p)
+	return p, pl, r
+}
+
+//export nvmlDeviceGetGpuInstancePossiblePlacements_v2
+func nvmlDeviceGetGpuInstancePossiblePlacements_v2(device C.nvmlDevice_t, profileId C.uint, placements *C.nvmlGpuInstancePlacement_t, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstancePossiblePlacements_v2", &ret)
+	d, r := device_("nvmlDeviceGetGpuInstancePossiblePlacements_v2", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if count == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	_, pl, r := gpuInstancePlacements(d, int(profileId))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	*count = C.uint(len(pl))
+	if placements != nil && len(pl) > 0 {
+		copy(unsafe.Slice((*nvml.GpuInstancePlacement)(unsafe.Pointer(placements)), len(pl)), pl)
+	}
+	return cret(nvml.SUCCESS)
+}
+
+// existingGpuInstances are d's GPU instances (all profiles), by ID.
+func existingGpuInstances(d nvml.Device) []nvml.GpuInstanceInfo {
+	var out []nvml.GpuInstanceInfo
+	for id := 0; id < nvml.GPU_INSTANCE_PROFILE_COUNT; id++ {
+		p, r := d.GetGpuInstanceProfileInfo(id)
+		if r != nvml.SUCCESS {
+			continue
+		}
+		gis, r := d.GetGpuInstances(&p)
+		if r != nvml.SUCCESS {
+			continue
+		}
+		for _, gi := range gis {
+			if info, r := gi.GetInfo(); r == nvml.SUCCESS {
+				out = append(out, info)
+			}
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Id < out[b].Id })
+	return out
+}
+
+// freeSlots counts how many more instances fit into the free placements:
+// the placements that overlap none taken, greedily by end (optimal for
+// intervals of one size), at most limit.
+func freeSlots[P nvml.GpuInstancePlacement | nvml.ComputeInstancePlacement](possible, taken []P, limit int) int {
+	type span struct{ start, end uint32 }
+	conv := func(p P) span {
+		switch v := any(p).(type) {
+		case nvml.GpuInstancePlacement:
+			return span{v.Start, v.Start + v.Size}
+		case nvml.ComputeInstancePlacement:
+			return span{v.Start, v.Start + v.Size}
+		}
+		return span{}
+	}
+	var used []span
+	for _, t := range taken {
+		used = append(used, conv(t))
+	}
+	cands := make([]span, 0, len(possible))
+	for _, p := range possible {
+		cands = append(cands, conv(p))
+	}
+	sort.Slice(cands, func(a, b int) bool { return cands[a].end < cands[b].end })
+	n := 0
+	for _, c := range cands {
+		if n >= limit {
+			break
+		}
+		free := true
+		for _, u := range used {
+			if c.start < u.end && u.start < c.end {
+				free = false
+				break
+			}
+		}
+		if free {
+			used = append(used, c)
+			n++
+		}
+	}
+	return n
+}
+
+//export nvmlDeviceGetGpuInstanceRemainingCapacity
+func nvmlDeviceGetGpuInstanceRemainingCapacity(device C.nvmlDevice_t, profileId C.uint, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstanceRemainingCapacity", &ret)
+	d, r := device_("nvmlDeviceGetGpuInstanceRemainingCapacity", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if count == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, pl, r := gpuInstancePlacements(d, int(profileId))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	var taken []nvml.GpuInstancePlacement
+	same := 0
+	for _, gi := range existingGpuInstances(d) {
+		taken = append(taken, gi.Placement)
+		if gi.ProfileId == p.Id {
+			same++
+		}
+	}
+	*count = C.uint(freeSlots(pl, taken, max(0, int(p.InstanceCount)-same)))
+	return cret(nvml.SUCCESS)
+}
+
+//export nvmlDeviceGetGpuInstances
+func nvmlDeviceGetGpuInstances(device C.nvmlDevice_t, profileId C.uint, gpuInstances *C.nvmlGpuInstance_t, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstances", &ret)
+	d, r := device_("nvmlDeviceGetGpuInstances", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if gpuInstances == nil || count == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, r := d.GetGpuInstanceProfileInfo(int(profileId))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	gis, r := d.GetGpuInstances(&p)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if len(gis) > int(p.InstanceCount) {
+		return cret(nvml.ERROR_INSUFFICIENT_SIZE)
+	}
+	sortByID(gis, func(gi nvml.GpuInstance) uint32 { info, _ := gi.GetInfo(); return info.Id })
+	out := unsafe.Slice(gpuInstances, len(gis))
+	for i, gi := range gis {
+		out[i] = C.nvmlGpuInstance_t(handleOf(gi))
+	}
+	*count = C.uint(len(gis))
+	return cret(nvml.SUCCESS)
+}
+
+func sortByID[T any](s []T, id func(T) uint32) {
+	sort.SliceStable(s, func(a, b int) bool { return id(s[a]) < id(s[b]) })
+}
+
+//export nvmlDeviceGetGpuInstanceById
+func nvmlDeviceGetGpuInstanceById(device C.nvmlDevice_t, id C.uint, gpuInstance *C.nvmlGpuInstance_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlDeviceGetGpuInstanceById", &ret)
+	d, r := device_("nvmlDeviceGetGpuInstanceById", device)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if gpuInstance == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	gi, r := d.GetGpuInstanceById(int(id))
+	if r == nvml.SUCCESS {
+		*gpuInstance = C.nvmlGpuInstance_t(handleOf(gi))
+	}
+	return cret(r)
+}
+
+// gpuInstance starts a call on a GPU instance handle.
+func gpuInstance(fn string, h C.nvmlGpuInstance_t) (nvml.GpuInstance, nvml.GpuInstanceInfo, nvml.Return) {
+	if r := enter(fn); r != nvml.SUCCESS {
+		return nil, nvml.GpuInstanceInfo{}, r
+	}
+	gi, ok := object[nvml.GpuInstance](unsafe.Pointer(h))
+	if !ok {
+		return nil, nvml.GpuInstanceInfo{}, nvml.ERROR_INVALID_ARGUMENT
+	}
+	info, r := gi.GetInfo()
+	if r != nvml.SUCCESS {
+		return nil, info, r
+	}
+	if info.Device != nil && lost(info.Device) {
+		return nil, info, nvml.ERROR_GPU_IS_LOST
+	}
+	return gi, info, nvml.SUCCESS
+}
+
+//export nvmlGpuInstanceGetInfo
+func nvmlGpuInstanceGetInfo(gpuInstance_ C.nvmlGpuInstance_t, info *C.nvmlGpuInstanceInfo_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetInfo", &ret)
+	_, gi, r := gpuInstance("nvmlGpuInstanceGetInfo", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if info == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	*info = C.nvmlGpuInstanceInfo_t{
+		device:    C.nvmlDevice_t(handleOf(gi.Device)),
+		id:        C.uint(gi.Id),
+		profileId: C.uint(gi.ProfileId),
+		placement: C.nvmlGpuInstancePlacement_t{start: C.uint(gi.Placement.Start), size: C.uint(gi.Placement.Size)},
+	}
+	return cret(nvml.SUCCESS)
+}
+
+//export nvmlGpuInstanceGetComputeInstanceProfileInfo
+func nvmlGpuInstanceGetComputeInstanceProfileInfo(gpuInstance_ C.nvmlGpuInstance_t, profile, engProfile C.uint, info *C.nvmlComputeInstanceProfileInfo_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetComputeInstanceProfileInfo", &ret)
+	gi, _, r := gpuInstance("nvmlGpuInstanceGetComputeInstanceProfileInfo", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if info == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, r := gi.GetComputeInstanceProfileInfo(int(profile), int(engProfile))
+	if r == nvml.SUCCESS {
+		put(unsafe.Pointer(info), p)
+	}
+	return cret(r)
+}
+
+//export nvmlGpuInstanceGetComputeInstanceProfileInfoV
+func nvmlGpuInstanceGetComputeInstanceProfileInfoV(gpuInstance_ C.nvmlGpuInstance_t, profile, engProfile C.uint, info *C.nvmlComputeInstanceProfileInfo_v2_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetComputeInstanceProfileInfoV", &ret)
+	gi, giInfo, r := gpuInstance("nvmlGpuInstanceGetComputeInstanceProfileInfoV", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if info == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	version := info.version
+	if version != computeInstanceProfileInfoV2 && version != computeInstanceProfileInfoV3 {
+		return cret(nvml.ERROR_ARGUMENT_VERSION_MISMATCH)
+	}
+	p, r := gi.GetComputeInstanceProfileInfo(int(profile), int(engProfile))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	var name string
+	if gp, r := giInfo.Device.GetGpuInstanceProfileInfo(int(giInfo.ProfileId)); r == nvml.SUCCESS {
+		name = "MIG " + inventory.MIGProfileName(int(gp.Id), gp.SliceCount, p.SliceCount, gp.MemorySizeMB, gpuMemoryMB(giInfo.Device))
+	}
+	v2 := nvml.ComputeInstanceProfileInfo_v2{
+		Version: uint32(version), Id: p.Id, SliceCount: p.SliceCount, InstanceCount: p.InstanceCount,
+		MultiprocessorCount: p.MultiprocessorCount, SharedCopyEngineCount: p.SharedCopyEngineCount,
+		SharedDecoderCount: p.SharedDecoderCount, SharedEncoderCount: p.SharedEncoderCount,
+		SharedJpegCount: p.SharedJpegCount, SharedOfaCount: p.SharedOfaCount, Name: name96(name),
+	}
+	if version == computeInstanceProfileInfoV2 {
+		put(unsafe.Pointer(info), v2)
+	} else {
+		put(unsafe.Pointer(info), nvml.ComputeInstanceProfileInfo_v3{
+			Version: v2.Version, Id: v2.Id, SliceCount: v2.SliceCount, InstanceCount: v2.InstanceCount,
+			MultiprocessorCount: v2.MultiprocessorCount, SharedCopyEngineCount: v2.SharedCopyEngineCount,
+			SharedDecoderCount: v2.SharedDecoderCount, SharedEncoderCount: v2.SharedEncoderCount,
+			SharedJpegCount: v2.SharedJpegCount, SharedOfaCount: v2.SharedOfaCount, Name: v2.Name,
+		})
+	}
+	return cret(nvml.SUCCESS)
+}
+
+// computeInstanceProfile is the profile of ID profileId of gi (shared
+// engines, the only kind the mock machines have).
+func computeInstanceProfile(gi nvml.GpuInstance, profileId int) (nvml.ComputeInstanceProfileInfo, nvml.Return) {
+	return gi.GetComputeInstanceProfileInfo(profileId, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+}
+
+//export nvmlGpuInstanceGetComputeInstancePossiblePlacements
+func nvmlGpuInstanceGetComputeInstancePossiblePlacements(gpuInstance_ C.nvmlGpuInstance_t, profileId C.uint, placements *C.nvmlComputeInstancePlacement_t, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetComputeInstancePossiblePlacements", &ret)
+	gi, _, r := gpuInstance("nvmlGpuInstanceGetComputeInstancePossiblePlacements", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if count == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, r := computeInstanceProfile(gi, int(profileId))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	pl, r := gi.GetComputeInstancePossiblePlacements(&p)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	*count = C.uint(len(pl))
+	if placements != nil && len(pl) > 0 {
+		copy(unsafe.Slice((*nvml.ComputeInstancePlacement)(unsafe.Pointer(placements)), len(pl)), pl)
+	}
+	return cret(nvml.SUCCESS)
+}
+
+// computeInstanceInfo is ci's info with the placement NVML reports for a
+// compute instance created without one (the mock machines create theirs
+// so): the first slices of its GPU instance.
+func computeInstanceInfo(ci nvml.ComputeInstance) (nvml.ComputeInstanceInfo, nvml.Return) {
+	info, r := ci.GetInfo()
+	if r != nvml.SUCCESS || info.Placement.Size != 0 || info.GpuInstance == nil {
+		return info, r
+	}
+	if p, r := computeInstanceProfile(info.GpuInstance, int(info.ProfileId)); r == nvml.SUCCESS {
+		info.Placement = nvml.ComputeInstancePlacement{Start: 0, Size: p.SliceCount}
+	}
+	return info, nvml.SUCCESS
+}
+
+// existingComputeInstances are gi's compute instances (all profiles).
+func existingComputeInstances(gi nvml.GpuInstance) []nvml.ComputeInstanceInfo {
+	var out []nvml.ComputeInstanceInfo
+	for id := 0; id < nvml.COMPUTE_INSTANCE_PROFILE_COUNT; id++ {
+		p, r := computeInstanceProfile(gi, id)
+		if r != nvml.SUCCESS {
+			continue
+		}
+		cis, r := gi.GetComputeInstances(&p)
+		if r != nvml.SUCCESS {
+			continue
+		}
+		for _, ci := range cis {
+			if info, r := computeInstanceInfo(ci); r == nvml.SUCCESS {
+				out = append(out, info)
+			}
+		}
+	}
+	return out
+}
+
+//export nvmlGpuInstanceGetComputeInstanceRemainingCapacity
+func nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gpuInstance_ C.nvmlGpuInstance_t, profileId C.uint, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetComputeInstanceRemainingCapacity", &ret)
+	gi, _, r := gpuInstance("nvmlGpuInstanceGetComputeInstanceRemainingCapacity", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if count == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, r := computeInstanceProfile(gi, int(profileId))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	pl, r := gi.GetComputeInstancePossiblePlacements(&p)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	var taken []nvml.ComputeInstancePlacement
+	same := 0
+	for _, ci := range existingComputeInstances(gi) {
+		taken = append(taken, ci.Placement)
+		if ci.ProfileId == p.Id {
+			same++
+		}
+	}
+	*count = C.uint(freeSlots(pl, taken, max(0, int(p.InstanceCount)-same)))
+	return cret(nvml.SUCCESS)
+}
+
+//export nvmlGpuInstanceGetComputeInstances
+func nvmlGpuInstanceGetComputeInstances(gpuInstance_ C.nvmlGpuInstance_t, profileId C.uint, computeInstances *C.nvmlComputeInstance_t, count *C.uint) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetComputeInstances", &ret)
+	gi, _, r := gpuInstance("nvmlGpuInstanceGetComputeInstances", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if computeInstances == nil || count == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	p, r := computeInstanceProfile(gi, int(profileId))
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	cis, r := gi.GetComputeInstances(&p)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if len(cis) > int(p.InstanceCount) {
+		return cret(nvml.ERROR_INSUFFICIENT_SIZE)
+	}
+	sortByID(cis, func(ci nvml.ComputeInstance) uint32 { info, _ := ci.GetInfo(); return info.Id })
+	out := unsafe.Slice(computeInstances, len(cis))
+	for i, ci := range cis {
+		out[i] = C.nvmlComputeInstance_t(handleOf(ci))
+	}
+	*count = C.uint(len(cis))
+	return cret(nvml.SUCCESS)
+}
+
+//export nvmlGpuInstanceGetComputeInstanceById
+func nvmlGpuInstanceGetComputeInstanceById(gpuInstance_ C.nvmlGpuInstance_t, id C.uint, computeInstance *C.nvmlComputeInstance_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlGpuInstanceGetComputeInstanceById", &ret)
+	gi, _, r := gpuInstance("nvmlGpuInstanceGetComputeInstanceById", gpuInstance_)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if computeInstance == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	ci, r := gi.GetComputeInstanceById(int(id))
+	if r == nvml.SUCCESS {
+		*computeInstance = C.nvmlComputeInstance_t(handleOf(ci))
+	}
+	return cret(r)
+}
+
+//export nvmlComputeInstanceGetInfo_v2
+func nvmlComputeInstanceGetInfo_v2(computeInstance C.nvmlComputeInstance_t, info *C.nvmlComputeInstanceInfo_t) (ret C.nvmlReturn_t) {
+	defer guard("nvmlComputeInstanceGetInfo_v2", &ret)
+	if r := enter("nvmlComputeInstanceGetInfo_v2"); r != nvml.SUCCESS {
+		return cret(r)
+	}
+	ci, ok := object[nvml.ComputeInstance](unsafe.Pointer(computeInstance))
+	if !ok || info == nil {
+		return cret(nvml.ERROR_INVALID_ARGUMENT)
+	}
+	ciInfo, r := computeInstanceInfo(ci)
+	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if ciInfo.Device != nil && lost(ciInfo.Device) {
+		return cret(nvml.ERROR_GPU_IS_LOST)
+	}
+	*info = C.nvmlComputeInstanceInfo_t{
+		device:      C.nvmlDevice_t(handleOf(ciInfo.Device)),
+		gpuInstance: C.nvmlGpuInstance_t(handleOf(ciInfo.GpuInstance)),
+		id:          C.uint(ciInfo.Id),
+		profileId:   C.uint(ciInfo.ProfileId),
+		placement:   C.nvmlComputeInstancePlacement_t{start: C.uint(ciInfo.Placement.Start), size: C.uint(ciInfo.Placement.Size)},
+	}
+	return cret(nvml.SUCCESS)
+}
