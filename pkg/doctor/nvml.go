@@ -25,7 +25,7 @@ func checkNVML(ctx context.Context, cfg Config) (Result, *inventory.Inventory) {
 	}
 	detail := fmt.Sprintf("backend %q: driver %s, CUDA %s, %d GPUs", backendName(cfg), inv.DriverVersion, inv.CUDADriverVersion, len(inv.Devices))
 	if len(inv.Unusable) > 0 {
-		return unusableResult(check, detail, inv), inv
+		return unusableResult(check, detail, inv, cfg.PreStart), inv
 	}
 	if len(inv.Devices) == 0 {
 		return Result{Check: check, Status: Warn, Detail: detail,
@@ -43,12 +43,14 @@ func backendName(cfg Config) string {
 
 // unusableResult is the nvml check of a driver that works but cannot use
 // some GPUs: WARN while other GPUs are usable (the plugins serve them and
-// report these), FAIL when none is. It names every unusable GPU with its
-// error, and the fix is to reset them or drain the node: the driver is
-// installed, reinstalling it fixes nothing.
-func unusableResult(check, detail string, inv *inventory.Inventory) Result {
+// report these), FAIL when none is, except before the plugin starts
+// (preStart): the plugin must run to taint the unusable GPUs in its slices,
+// so the doctor never keeps it from starting for them. It names every
+// unusable GPU with its error, and the fix is to reset them or drain the
+// node: the driver is installed, reinstalling it fixes nothing.
+func unusableResult(check, detail string, inv *inventory.Inventory, preStart bool) Result {
 	status := Warn
-	if len(inv.Devices) == 0 {
+	if len(inv.Devices) == 0 && !preStart {
 		status = Fail
 	}
 	var gpus, resets []string

@@ -41,6 +41,18 @@ func TestNVMLNamesUnusableGPUs(t *testing.T) {
 			fix:    "or drain the node",
 			failed: true,
 		},
+		{
+			// Before the plugin starts: it must run to taint them.
+			name: "every GPU lost, pre-start",
+			setup: func(h *fakeHost, cfg *Config) {
+				faults("0 all\n1 all\n2 all\n3 all\n4 all\n5 all\n6 all\n7 all\n")(h, cfg)
+				cfg.PreStart = true
+			},
+			check:  "nvml",
+			status: Warn,
+			detail: "0 GPUs usable; 8 unusable",
+			fix:    "or drain the node",
+		},
 	})
 	h := newFakeHost(t)
 	faults("5 memory\n")(h, nil)
