@@ -208,14 +208,15 @@ func (m *Monitor) Run(ctx context.Context) {
 		m.sleep(ctx, backoff)
 		backoff = min(2*backoff, m.opts.MaxBackoff)
 	}
+	var members []int // the GPUs registered in set
 	for ctx.Err() == nil {
 		if set == nil {
-			s, err := m.establish(ctx)
+			s, registered, err := m.establish(ctx)
 			if err != nil {
 				fail(err)
 				continue
 			}
-			set = s
+			set, members = s, registered
 		}
 		data, ret := m.wait(ctx, set)
 		switch ret {
@@ -226,7 +227,9 @@ func (m *Monitor) Run(ctx context.Context) {
 				m.handle(ctx, data)
 			}
 		case nvml.ERROR_GPU_IS_LOST:
-			if m.probeAll(ctx) == 0 {
+			// NVML says a GPU of the set is lost: one newly found lost, or
+			// one registered before an event (XID 79) marked it lost.
+			if m.probeAll(ctx) == 0 && !m.anyLost(members) {
 				fail(errors.New("waiting for NVML events: a GPU is lost, but every GPU still answers"))
 				continue
 			}
@@ -253,20 +256,21 @@ func (m *Monitor) Run(ctx context.Context) {
 	}
 }
 
-// establish creates an event set and registers every GPU that is not lost.
-func (m *Monitor) establish(ctx context.Context) (set nvml.EventSet, err error) {
+// establish creates an event set, registers every GPU that is not lost and
+// returns the indices of the GPUs it registered.
+func (m *Monitor) establish(ctx context.Context) (set nvml.EventSet, registered []int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("NVML call panicked: %v", r)
 		}
 		if err != nil {
 			m.free(set)
-			set = nil
+			set, registered = nil, nil
 		}
 	}()
 	set, ret := m.lib.EventSetCreate()
 	if ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("creating an NVML event set: %s", nvml.ErrorString(ret))
+		return nil, nil, fmt.Errorf("creating an NVML event set: %s", nvml.ErrorString(ret))
 	}
 	for i, uuid := range m.uuids() {
 		if m.problem(i) == GPULost {
@@ -278,7 +282,7 @@ func (m *Monitor) establish(ctx context.Context) (set nvml.EventSet, err error) 
 			continue
 		}
 		if ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("getting the NVML handle of GPU %s: %s", uuid, nvml.ErrorString(ret))
+			return nil, nil, fmt.Errorf("getting the NVML handle of GPU %s: %s", uuid, nvml.ErrorString(ret))
 		}
 		mask := uint64(EventMask)
 		if supported, ret := h.GetSupportedEventTypes(); ret == nvml.SUCCESS {
@@ -291,15 +295,16 @@ func (m *Monitor) establish(ctx context.Context) (set nvml.EventSet, err error) 
 		switch ret {
 		case nvml.SUCCESS:
 			m.setNoEvents(ctx, i, false)
+			registered = append(registered, i)
 		case nvml.ERROR_NOT_SUPPORTED:
 			m.setNoEvents(ctx, i, true)
 		case nvml.ERROR_GPU_IS_LOST:
 			m.apply(ctx, i, GPULost, ReasonGPULost, "NVML reports the GPU lost (fallen off the bus)")
 		default:
-			return nil, fmt.Errorf("registering GPU %s for NVML events: %s", uuid, nvml.ErrorString(ret))
+			return nil, nil, fmt.Errorf("registering GPU %s for NVML events: %s", uuid, nvml.ErrorString(ret))
 		}
 	}
-	return set, nil
+	return set, registered, nil
 }
 
 func (m *Monitor) wait(ctx context.Context, set nvml.EventSet) (data nvml.EventData, ret nvml.Return) {
@@ -568,6 +573,16 @@ func (m *Monitor) uuidsOf(idx []int) []string {
 		out = append(out, m.devs[i].uuid)
 	}
 	return out
+}
+
+// anyLost tells whether one of the GPUs idx is lost.
+func (m *Monitor) anyLost(idx []int) bool {
+	for _, i := range idx {
+		if m.problem(i) == GPULost {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Monitor) problem(i int) Problem {

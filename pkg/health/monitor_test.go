@@ -519,3 +519,31 @@ func TestProblemStrings(t *testing.T) {
 		seen[s] = true
 	}
 }
+
+// A GPU that falls off the bus first says so with XID 79, then NVML's event
+// wait reports it lost: the monitor registers again without it, and that is
+// no event-loop failure (the lost GPU was in the event set).
+func TestXID79ThenLostIsNoLoopFailure(t *testing.T) {
+	opts := fastOptions()
+	e := newEnv(t, opts)
+	e.start(t)
+	e.waitRegistered(t, 3)
+	if _, err := e.ev.InjectXID("3", 79); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, e.mon, "GPU 3 lost with xid-79", func(s Snapshot) bool { return onlyUnhealthy(s, e.uuid(3), "xid-79") })
+	if err := e.ev.SetLost("3", true); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return e.ev.Listeners("3", nvml.EventTypeXidCriticalError) == 0 }) {
+		t.Fatal("the lost GPU is still registered for events")
+	}
+	e.waitRegistered(t, 0)
+	e.loopWentRound(t)
+	if n := e.loopE.Load(); n != 0 {
+		t.Errorf("%d event-loop failures after a GPU fell off the bus, want 0", n)
+	}
+	if s, _ := e.mon.Current(); !s.Monitored || !onlyUnhealthy(s, e.uuid(3), "xid-79") {
+		t.Errorf("snapshot %+v, want monitored with only GPU 3 lost", s)
+	}
+}
