@@ -20,7 +20,10 @@ diagnose() {
   kubectl -n gpudra-system logs -l app.kubernetes.io/instance=gpudra --all-containers --tail=80 >&2 || true
   ls -l /var/run/cdi >&2 || true
 }
-trap diagnose EXIT
+# The real NVML phase's fake driver root is a mount point of its own (see there).
+REAL_NVML_DIR=/var/lib/gpudra/realnvml
+unmount_real_nvml() { if mountpoint -q "$REAL_NVML_DIR/root"; then umount -l "$REAL_NVML_DIR/root" || true; fi; }
+trap 'diagnose; unmount_real_nvml' EXIT
 # helm exists once the cluster is built: lint the chart before installing it.
 helm lint --strict "$REPO/deployments/helm/gpudra"
 helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
@@ -41,6 +44,31 @@ helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=device-plugin --wait --timeout 3m
 GPUDRA_E2E_MODE=device-plugin go test -tags e2e -count=1 -v -timeout 10m -run DevicePlugin ./test/e2e/
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=dra --wait --timeout 3m
+
+# Without mock mode (mock.enabled=false, NVML_BACKEND=real): nvidiaDriverRoot is
+# a fake driver root (test/e2e/fakedriverroot: the mock machine's driver files
+# and device nodes) whose libnvidia-ml.so.1 is the mock NVML library of
+# test/mocknvml, configured through the chart's extraEnv (machine, a seed of
+# its own so that its UUIDs differ from the mock backend's, and an event file
+# in hostStateDir, which the plugin mounts read-write). The plugin, the doctor
+# and `gpudra cdi generate` see the GPUs only through the NVML C interface.
+# The chart mounts nvidiaDriverRoot with propagation HostToContainer, which needs
+# a shared or slave mount on the host (as the GPU Operator's /run/nvidia/driver
+# is); this host's / is private, so the fake root is bind-mounted on itself
+# and made shared (unmounted when this script exits). The uninstall below
+# leaves the cluster in mock mode again (demo.sh install).
+REAL_NVML_SEED=e2e-realnvml
+CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -Wno-deprecated-declarations" make -C "$REPO" --no-print-directory mocknvml
+rm -f "$REAL_NVML_DIR/inject-events"
+go run ./test/e2e/fakedriverroot -root "$REAL_NVML_DIR/root" -lib bin/mocknvml/libnvidia-ml.so.1 -machine dgxh100 -seed "$REAL_NVML_SEED"
+mountpoint -q "$REAL_NVML_DIR/root" || mount --bind "$REAL_NVML_DIR/root" "$REAL_NVML_DIR/root"
+mount --make-shared "$REAL_NVML_DIR/root"
+real_nvml_env=$(printf '[{"name":"GPUDRA_MOCK_NVML_MACHINE","value":"dgxh100"},{"name":"GPUDRA_MOCK_NVML_SEED","value":"%s"},{"name":"GPUDRA_MOCK_NVML_EVENTS_FILE","value":"%s"},{"name":"GPUDRA_MOCK_NVML_EVENTS_POLL","value":"200ms"}]' \
+  "$REAL_NVML_SEED" "$REAL_NVML_DIR/inject-events")
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.enabled=false \
+  --set nvidiaDriverRoot="$REAL_NVML_DIR/root" --set-json "extraEnv=$real_nvml_env" --wait --timeout 3m
+GPUDRA_E2E_MODE=realnvml GPUDRA_E2E_DRIVER_ROOT="$REAL_NVML_DIR/root" GPUDRA_E2E_NVML_SEED="$REAL_NVML_SEED" \
+  GPUDRA_E2E_NVML_EVENTS_FILE="$REAL_NVML_DIR/inject-events" go test -tags e2e -count=1 -v -timeout 10m -run RealNVML ./test/e2e/
 
 # Uninstall: the cleanup hook removes the driver's slices; then install again,
 # so that the cluster is left with the driver running.

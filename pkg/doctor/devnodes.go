@@ -12,13 +12,18 @@ import (
 func checkDeviceNodes(e *env) Result {
 	const check = "driver/device-nodes"
 	// Host paths (the mock host root, the host's /) are read under the host
-	// root; an explicit --dev-root is where this process sees them.
+	// root; an explicit --dev-root is where this process sees them. Without
+	// one, the nodes are where the CDI edits take them from
+	// (cdi.EditsOptions.DevRoot): under the driver root when it holds
+	// dev/nvidiactl (a driver container's root), else under the host's /.
 	devRoot, stat := "/", e.host.stat
 	switch {
 	case e.mock:
 		devRoot = e.cfg.MockHostRoot
 	case e.cfg.DevRoot != "":
 		devRoot, stat = e.cfg.DevRoot, os.Stat
+	case e.driverRootHoldsDevNodes():
+		devRoot, stat = e.cfg.DriverRoot, os.Stat
 	}
 	names := []string{"nvidiactl", "nvidia-uvm"}
 	if e.driver != nil {
@@ -51,4 +56,16 @@ func checkDeviceNodes(e *env) Result {
 		fix += "; NVML failed, so the per-GPU nodes were not checked"
 	}
 	return Result{Check: check, Status: Fail, Detail: "missing: " + pathList(missing, 5), Fix: fix}
+}
+
+// driverRootHoldsDevNodes tells whether the driver root, as this process
+// sees it, is not the host's / and has dev/nvidiactl: the driver's device
+// nodes are then under it.
+func (e *env) driverRootHoldsDevNodes() bool {
+	root := e.cfg.DriverRoot
+	if root == "" || filepath.Clean(root) == filepath.Clean(e.host.path("/")) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(root, "dev", "nvidiactl"))
+	return err == nil
 }

@@ -60,7 +60,8 @@ type Config struct {
 	DriverRoot string
 	// DevRoot is where this process sees the root under which dev/nvidia*
 	// are (the meaning of --dev-root in every binary); empty means the
-	// host's /, read under HostRoot. Ignored with MockHostRoot.
+	// driver root when it holds dev/nvidiactl (as for the CDI edits), else
+	// the host's /, read under HostRoot. Ignored with MockHostRoot.
 	DevRoot string
 	// MockHostRoot is the host directory where the plugin lays out the mock
 	// driver (with a mock backend). It is both driver root and device root,

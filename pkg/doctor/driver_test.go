@@ -92,6 +92,24 @@ func TestDriverChecks(t *testing.T) {
 	})
 }
 
+// TestDeviceNodesUnderTheDriverRoot: without --dev-root, a driver root that
+// holds dev/nvidiactl (a driver container's root, the e2e suite's fake
+// driver root) is where the device nodes are, as for the CDI edits that
+// name them; the host's /dev is not looked at.
+func TestDeviceNodesUnderTheDriverRoot(t *testing.T) {
+	h := newFakeHost(t)
+	cfg := h.config()
+	cfg.DriverRoot = t.TempDir()
+	mockmachinetest.Host(t, cfg.DriverRoot, h.inv)
+	mustRemove(t, h.path("/dev/nvidia3"))
+	r := h.run(cfg)
+	expect(t, r, "driver/device-nodes", Pass, "10 device nodes present under "+cfg.DriverRoot+"/dev", "")
+
+	mustRemove(t, cfg.DriverRoot+"/dev/nvidia5")
+	r = h.run(cfg)
+	expect(t, r, "driver/device-nodes", Fail, "missing: "+cfg.DriverRoot+"/dev/nvidia5", "nvidia-modprobe")
+}
+
 // TestMockHostNotCreatedYetOnlyWarns covers the chart's init container on
 // a node's first start in mock mode: the plugin has not laid out the mock
 // driver yet, which must not fail the pod.

@@ -86,14 +86,28 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() (bool
 }
 
 func TestResourceSlicesMatchTheMockMachine(t *testing.T) {
-	ctx := context.Background()
-	c := client(t)
-	nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	node := nodeName(t, client(t))
+	expectSlicesOf(t, mockMachine, node, node)
+}
+
+// nodeName returns the name of the cluster's one node.
+func nodeName(t *testing.T, c kubernetes.Interface) string {
+	t.Helper()
+	nodes, err := c.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(nodes.Items) != 1 {
 		t.Fatalf("nodes: %v %v", nodes, err)
 	}
-	node := nodes.Items[0].Name
-	lib, err := mockmachine.New(mockMachine, node)
+	return nodes.Items[0].Name
+}
+
+// expectSlicesOf checks that the node's ResourceSlices publish exactly the
+// GPUs of the mock machine with the UUIDs of seed, with their product and
+// memory, and returns that machine's inventory.
+func expectSlicesOf(t *testing.T, machine, seed, node string) *inventory.Inventory {
+	t.Helper()
+	ctx := context.Background()
+	c := client(t)
+	lib, err := mockmachine.New(machine, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +153,7 @@ func TestResourceSlicesMatchTheMockMachine(t *testing.T) {
 			t.Errorf("%s memory %s, want %d bytes", d.Name, mem.String(), g.MemoryBytes)
 		}
 	}
+	return want
 }
 
 // gpuView is what one container printed between the demo's markers.

@@ -82,6 +82,14 @@ func publishedDevice(t *testing.T, c kubernetes.Interface, name string) *resourc
 // it must have checked the node, found containerd's CDI support and passed.
 func TestDoctorInitContainerPassed(t *testing.T) {
 	draMode(t)
+	expectDoctorPassed(t)
+}
+
+// expectDoctorPassed checks that the plugin pod's doctor init container
+// passed and returns its report; it skips the test when the chart runs
+// without the doctor.
+func expectDoctorPassed(t *testing.T) string {
+	t.Helper()
 	c := client(t)
 	pods := pluginPods(t, c)
 	if len(pods) == 0 {
@@ -111,6 +119,7 @@ func TestDoctorInitContainerPassed(t *testing.T) {
 			t.Errorf("containerd's CDI support not confirmed: %s", line)
 		}
 	}
+	return logs
 }
 
 // mpsView is what a container of demo 13 printed between its MPS markers.

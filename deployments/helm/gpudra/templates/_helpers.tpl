@@ -196,6 +196,18 @@ plugin's own variables.
 - name: MPS_PRIORITY_CLASS_NAME
   value: {{ .Values.mps.priorityClassName | quote }}
 {{- end }}
+{{- include "gpudra.extraEnv" . }}
+{{- end }}
+
+{{/*
+extraEnv, last in the env of the DRA plugin container and the doctor init
+container (the device plugin's DaemonSet renders it the same way), so that a
+variable of it replaces the chart's own of that name.
+*/}}
+{{- define "gpudra.extraEnv" -}}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
