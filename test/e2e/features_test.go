@@ -357,41 +357,7 @@ func TestUnhealthyGPUIsTaintedAndNotScheduled(t *testing.T) {
 		}
 	}
 
-	manifest := fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: gpudra-demo-health}
----
-apiVersion: resource.k8s.io/v1
-kind: ResourceClaim
-metadata: {name: gpu7, namespace: gpudra-demo-health}
-spec:
-  devices:
-    requests:
-    - name: gpu
-      exactly:
-        deviceClassName: gpu.nvidia.com
-        selectors:
-        - cel: {expression: 'device.attributes["%s"].uuid == "%s"'}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: on-gpu7, namespace: gpudra-demo-health}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: ctr
-    image: localhost/e2e/busybox:1
-    imagePullPolicy: Never
-    command: ["sh", "-c", "ls /dev/nvidia*; sleep 3600"]
-    resources: {claims: [{name: gpu}]}
-  resourceClaims: [{name: gpu, resourceClaimName: gpu7}]
-`, driverName, uuid)
-	f := filepath.Join(t.TempDir(), "health.yaml")
-	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
+	applyPodOnGPU(t, "gpudra-demo-health", "gpu7", "on-gpu7", uuid)
 	// Not scheduled while the only device it can use is tainted.
 	eventually(t, time.Minute, "FailedScheduling of the pod", func() (bool, string) {
 		p, err := c.CoreV1().Pods("gpudra-demo-health").Get(ctx, "on-gpu7", metav1.GetOptions{})
@@ -493,4 +459,46 @@ func countMIG(t *testing.T, c kubernetes.Interface) int {
 		}
 	}
 	return n
+}
+
+// applyPodOnGPU creates namespace ns (if missing), a ResourceClaim named
+// claim that only the GPU with this UUID satisfies, and a pod named pod
+// that uses it and lists its device nodes.
+func applyPodOnGPU(t *testing.T, ns, claim, pod, uuid string) {
+	t.Helper()
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  devices:
+    requests:
+    - name: gpu
+      exactly:
+        deviceClassName: gpu.nvidia.com
+        selectors:
+        - cel: {expression: 'device.attributes["%[4]s"].uuid == "%[5]s"'}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[3]s, namespace: %[1]s}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: ctr
+    image: localhost/e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "ls /dev/nvidia*; sleep 3600"]
+    resources: {claims: [{name: gpu}]}
+  resourceClaims: [{name: gpu, resourceClaimName: %[2]s}]
+`, ns, claim, pod, driverName, uuid)
+	f := filepath.Join(t.TempDir(), pod+".yaml")
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
 }

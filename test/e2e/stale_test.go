@@ -110,41 +110,7 @@ func TestStaleClaimRecordsDoNotWedgeGPUs(t *testing.T) {
 	}
 
 	// The prepare: a pod whose claim can only get gpu-6 runs.
-	manifest := fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s}
----
-apiVersion: resource.k8s.io/v1
-kind: ResourceClaim
-metadata: {name: gpu6, namespace: %[1]s}
-spec:
-  devices:
-    requests:
-    - name: gpu
-      exactly:
-        deviceClassName: gpu.nvidia.com
-        selectors:
-        - cel: {expression: 'device.attributes["%[2]s"].uuid == "%[3]s"'}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: on-gpu6, namespace: %[1]s}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: ctr
-    image: localhost/e2e/busybox:1
-    imagePullPolicy: Never
-    command: ["sh", "-c", "ls /dev/nvidia*; sleep 3600"]
-    resources: {claims: [{name: gpu}]}
-  resourceClaims: [{name: gpu, resourceClaimName: gpu6}]
-`, ns, driverName, deviceAttr(t, c, "gpu-6", resourceslice.AttrUUID))
-	f := filepath.Join(t.TempDir(), "stale.yaml")
-	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
+	applyPodOnGPU(t, ns, "gpu6", "on-gpu6", deviceAttr(t, c, "gpu-6", resourceslice.AttrUUID))
 	eventually(t, 3*time.Minute, "the pod on gpu-6 Running", func() (bool, string) {
 		p, err := c.CoreV1().Pods(ns).Get(ctx, "on-gpu6", metav1.GetOptions{})
 		if err != nil {
