@@ -56,10 +56,39 @@ type PreparedDevice struct {
 	CDIDeviceIDs []string `json:"cdiDeviceIDs"`
 	// Config is the effective opaque configuration, as JSON.
 	Config json.RawMessage `json:"config,omitempty"`
+	// MIG is the MIG device that the driver creates for the claim (a
+	// dynamic MIG device); nil for any other device.
+	MIG *MIGInstance `json:"mig,omitempty"`
 
 	// Extra holds the per-device fields that this version does not know;
 	// see ClaimRecord.Extra.
 	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// MIGInstance is a MIG device that the driver creates for a claim: a GPU
+// instance at a placement with one compute instance spanning it. The record
+// holding it is written before the instance is created (Created false: the
+// intent) and again once it exists (Created true, with its IDs and UUID),
+// so that every instance the driver made is named by a record until it is
+// destroyed: at start-up, an instance of an intent is rolled back, and an
+// instance that no record names was made by someone else.
+type MIGInstance struct {
+	// ParentUUID is the GPU's UUID.
+	ParentUUID string `json:"parentUUID"`
+	// GPUInstanceProfileID and ComputeInstanceProfileID are NVML's
+	// profile IDs.
+	GPUInstanceProfileID     int `json:"gpuInstanceProfileID"`
+	ComputeInstanceProfileID int `json:"computeInstanceProfileID"`
+	// PlacementStart and PlacementSize are the GPU instance's memory
+	// slices.
+	PlacementStart int `json:"placementStart"`
+	PlacementSize  int `json:"placementSize"`
+	// Created tells that the instance was created and the fields below
+	// are set.
+	Created           bool   `json:"created"`
+	GPUInstanceID     int    `json:"gpuInstanceID"`
+	ComputeInstanceID int    `json:"computeInstanceID"`
+	UUID              string `json:"uuid,omitempty"`
 }
 
 // The alias types have the fields of the public types but not their

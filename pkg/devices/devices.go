@@ -75,9 +75,62 @@ type Device struct {
 	// GPU is the physical GPU: the device itself, or the MIG device's
 	// parent.
 	GPU inventory.Device
-	// MIG is the MIG device; nil for a full GPU. It points into the Set
-	// and must not be modified.
+	// MIG is the MIG device; nil for a full GPU and for a dynamic MIG
+	// device. It points into the Set and must not be modified.
 	MIG *inventory.MIGDevice
+	// Dynamic is the MIG device that the driver creates when a claim is
+	// prepared and destroys when it is unprepared (a partition of a
+	// partitionable GPU); nil otherwise. Such a device has no UUID until
+	// it exists. It points into the Set and must not be modified.
+	Dynamic *DynamicMIG
+	// Partitionable tells, for a full GPU, that the GPU is published with
+	// its partitions (Dynamic devices): the GPU and its partitions share
+	// the GPU's counters, so a claim gets either the whole GPU or
+	// partitions of it.
+	Partitionable bool
+}
+
+// DynamicMIG is a MIG device that can be created on demand: a GPU instance
+// profile at one placement, with one compute instance spanning it.
+type DynamicMIG struct {
+	Profile   inventory.MIGProfile
+	Placement inventory.MIGPlacement
+	// MemorySlices is the parent GPU's number of memory slices.
+	MemorySlices int
+}
+
+// DynamicMIGName returns the name of the dynamic MIG device of GPU gpu
+// with profile p at placement pl: "gpu-<index>-mig-<profile>-<GPU
+// instance profile ID>-<placement start>", e.g. "gpu-0-mig-1g10gb-19-0" or
+// "gpu-0-mig-1g10gb-me-20-6": the form of NVIDIA's reference driver, whose
+// profile part drops the dots and turns other characters that a DNS label
+// cannot hold into "-". The name is a DNS label, unique on the node and
+// stable for as long as the GPU keeps its index.
+func DynamicMIGName(gpu inventory.Device, p inventory.MIGProfile, pl inventory.MIGPlacement) string {
+	var profile strings.Builder
+	for _, r := range strings.ToLower(p.Name) {
+		switch {
+		case r == '.':
+		case (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9'):
+			profile.WriteRune(r)
+		default:
+			profile.WriteRune('-')
+		}
+	}
+	return fmt.Sprintf("gpu-%d-mig-%s-%d-%d", gpu.Index, strings.Trim(profile.String(), "-"), p.GPUInstanceProfileID, pl.Start)
+}
+
+// Options tune FromInventoryWith.
+type Options struct {
+	// Partitionable are the MIG layouts, by GPU UUID, of the GPUs to
+	// publish partitionable (dynamic MIG). Such a GPU is published as
+	// its whole self (unless it is in MIG mode and cannot leave it
+	// without a reset: inventory.MIGLayout.ModeSwitchable) and one Dynamic
+	// device per profile and placement (unless it is out of MIG mode and
+	// cannot enter it without a reset); its existing MIG devices are not
+	// published (they are the driver's own, made for claims). Other GPUs
+	// are published as by FromInventory.
+	Partitionable map[string]inventory.MIGLayout
 }
 
 // GPUUUID returns the UUID of the physical GPU: the parent's for a MIG
@@ -113,6 +166,16 @@ type Set struct {
 // preparable; Unusable names them. A nil inv gives an empty Set. The Set
 // copies what it keeps of inv.
 func FromInventory(inv *inventory.Inventory) *Set {
+	return FromInventoryWith(inv, Options{})
+}
+
+// FromInventoryWith is FromInventory with options. The devices of a
+// partitionable GPU come in its place among the GPUs: the whole GPU, then
+// its partitions by GPU instance profile in layout order, each profile's
+// placements from the highest memory slice down (first-fit allocation then
+// packs small partitions at the top, leaving the low slices that the
+// large profiles need).
+func FromInventoryWith(inv *inventory.Inventory, opts Options) *Set {
 	s := &Set{byName: map[string]int{}, unusable: map[string]inventory.UnusableDevice{}}
 	if inv == nil {
 		return s
@@ -122,6 +185,10 @@ func FromInventory(inv *inventory.Inventory) *Set {
 	}
 	s.all = make([]Device, 0, len(inv.Devices)+len(inv.MIGDevices))
 	for _, d := range inv.Devices {
+		if l, ok := opts.Partitionable[d.UUID]; ok {
+			s.addPartitionable(d, l)
+			continue
+		}
 		if d.MIGEnabled {
 			continue // preparable through its MIG devices
 		}
@@ -129,13 +196,29 @@ func FromInventory(inv *inventory.Inventory) *Set {
 	}
 	for _, m := range inv.MIGDevices {
 		parent, ok := inv.DeviceByUUID(m.ParentUUID)
-		if !ok {
+		if _, dynamic := opts.Partitionable[m.ParentUUID]; !ok || dynamic {
 			continue
 		}
 		mig := m
 		s.add(Device{Name: MIGName(m), Kind: KindMIG, UUID: m.UUID, ParentUUID: m.ParentUUID, GPU: parent, MIG: &mig})
 	}
 	return s
+}
+
+func (s *Set) addPartitionable(d inventory.Device, l inventory.MIGLayout) {
+	if !d.MIGEnabled || l.ModeSwitchable {
+		s.add(Device{Name: GPUName(d), Kind: KindGPU, UUID: d.UUID, GPU: d, Partitionable: true})
+	}
+	if !d.MIGEnabled && !l.ModeSwitchable {
+		return
+	}
+	for _, p := range l.Profiles {
+		for i := len(p.Placements) - 1; i >= 0; i-- {
+			pl := p.Placements[i]
+			s.add(Device{Name: DynamicMIGName(d, p, pl), Kind: KindMIG, ParentUUID: d.UUID, GPU: d,
+				Dynamic: &DynamicMIG{Profile: p, Placement: pl, MemorySlices: l.MemorySlices}})
+		}
+	}
 }
 
 func (s *Set) add(d Device) {
