@@ -255,7 +255,7 @@ func (editsApplier) Undo(context.Context, sharing.Claim) error { return nil }
 
 func TestInvalidSharingConfigsFailThatClaimOnly(t *testing.T) {
 	e := newMIGEnv(t)
-	mig := "gpu-0-mig-1g5gb-0"
+	mig := "gpu-0-mig-1g5gb-1"
 	for _, tc := range []struct {
 		name     string
 		device   string
@@ -346,19 +346,19 @@ func TestPrepareMIGDevice(t *testing.T) {
 	e := newMIGEnv(t)
 	var m inventory.MIGDevice
 	for _, x := range e.inv.MIGDevices {
-		if x.ParentIndex == 0 && x.GPUInstanceID == 2 {
+		if x.ParentIndex == 0 && x.GPUInstanceID == 3 {
 			m = x
 		}
 	}
 	// MIG devices accept MigDeviceConfig; TimeSlicing without settings is
 	// the MIG default and needs no applier.
-	c := withConfig(claim("uid-1", "mig", result{request: "mig", device: "gpu-0-mig-2g10gb-2"}), nil,
+	c := withConfig(claim("uid-1", "mig", result{request: "mig", device: "gpu-0-mig-2g10gb-3"}), nil,
 		`{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","sharing":{"strategy":"TimeSlicing"}}`)
 	devs, err := e.state.Prepare(e.ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(devs) != 1 || devs[0].DeviceName != "gpu-0-mig-2g10gb-2" {
+	if len(devs) != 1 || devs[0].DeviceName != "gpu-0-mig-2g10gb-3" {
 		t.Fatalf("devices = %+v", devs)
 	}
 	store, _ := checkpoint.NewStore(e.ckptDir)

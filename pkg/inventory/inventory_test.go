@@ -26,10 +26,11 @@ var mockExpectations = map[string]struct {
 	product, arch, cc, driver, cuda string
 	memory                          uint64
 }{
-	"dgxa100": {"Mock NVIDIA A100-SXM4-40GB", "Ampere", "8.0", "550.54.15", "12.4", 40 * gib},
-	"dgxh100": {"NVIDIA H100 80GB HBM3", "Hopper", "9.0", "550.54.15", "12.4", 80 * gib},
-	"dgxh200": {"NVIDIA H200 141GB HBM3e", "Hopper", "9.0", "550.54.15", "12.4", 141 * gib},
-	"dgxb200": {"NVIDIA B200 180GB HBM3e", "Blackwell", "10.0", "560.28.03", "12.6", 180 * gib},
+	"dgxa100":      {"Mock NVIDIA A100-SXM4-40GB", "Ampere", "8.0", "550.54.15", "12.4", 40 * gib},
+	"dgxa100-80gb": {"NVIDIA A100-SXM4-80GB", "Ampere", "8.0", "550.54.15", "12.4", 80 * gib},
+	"dgxh100":      {"NVIDIA H100 80GB HBM3", "Hopper", "9.0", "550.54.15", "12.4", 80 * gib},
+	"dgxh200":      {"NVIDIA H200 141GB HBM3e", "Hopper", "9.0", "550.54.15", "12.4", 141 * gib},
+	"dgxb200":      {"NVIDIA B200 180GB HBM3e", "Blackwell", "10.0", "560.28.03", "12.6", 180 * gib},
 }
 
 // discoverMock discovers the GPUs of a mock machine.

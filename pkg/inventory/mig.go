@@ -98,7 +98,7 @@ func describeMIG(parent, mh nvml.Device, d Device) (MIGDevice, error) {
 	if ret != nvml.SUCCESS {
 		return m, fmt.Errorf("%s: reading GPU instance %d: %s", m.UUID, m.GPUInstanceID, nvml.ErrorString(ret))
 	}
-	giProfile, ret := parent.GetGpuInstanceProfileInfo(int(giInfo.ProfileId))
+	giProfileIndex, giProfile, ret := gpuInstanceProfileByID(parent, giInfo.ProfileId)
 	if ret != nvml.SUCCESS {
 		return m, fmt.Errorf("%s: reading GPU instance profile %d: %s", m.UUID, giInfo.ProfileId, nvml.ErrorString(ret))
 	}
@@ -114,7 +114,7 @@ func describeMIG(parent, mh nvml.Device, d Device) (MIGDevice, error) {
 	if ret != nvml.SUCCESS {
 		return m, fmt.Errorf("%s: reading compute instance profile %d: %s", m.UUID, ciInfo.ProfileId, nvml.ErrorString(ret))
 	}
-	m.GPUInstanceProfileID = int(giInfo.ProfileId)
+	m.GPUInstanceProfileID = giProfileIndex
 	m.ComputeInstanceProfileID = int(ciInfo.ProfileId)
 	m.PlacementStart = int(giInfo.Placement.Start)
 	m.PlacementSize = int(giInfo.Placement.Size)
@@ -125,8 +125,23 @@ func describeMIG(parent, mh nvml.Device, d Device) (MIGDevice, error) {
 	m.Encoders = giProfile.EncoderCount
 	m.JPEGs = giProfile.JpegCount
 	m.OFAs = giProfile.OfaCount
-	m.Profile = MIGProfileName(int(giInfo.ProfileId), giProfile.SliceCount, ciProfile.SliceCount, giProfile.MemorySizeMB, d.MemoryBytes>>20)
+	m.Profile = MIGProfileName(giProfileIndex, giProfile.SliceCount, ciProfile.SliceCount, giProfile.MemorySizeMB, d.MemoryBytes>>20)
 	return m, nil
+}
+
+// gpuInstanceProfileByID returns the index (nvml.GPU_INSTANCE_PROFILE_*,
+// the argument of GetGpuInstanceProfileInfo) and the info of the GPU
+// instance profile whose unique ID (GpuInstanceInfo.ProfileId, 19 for a
+// 1g profile on an A100) is id: NVML reports instances by unique ID, which
+// differs from the index. ERROR_NOT_FOUND when no profile has that ID.
+func gpuInstanceProfileByID(h nvml.Device, id uint32) (int, nvml.GpuInstanceProfileInfo, nvml.Return) {
+	for i := 0; i < nvml.GPU_INSTANCE_PROFILE_COUNT; i++ {
+		p, ret := h.GetGpuInstanceProfileInfo(i)
+		if ret == nvml.SUCCESS && p.Id == id {
+			return i, p, nvml.SUCCESS
+		}
+	}
+	return 0, nvml.GpuInstanceProfileInfo{}, nvml.ERROR_NOT_FOUND
 }
 
 // MIGProfileName returns the nvidia-smi name of a MIG profile: "<g>g.<mem>gb"

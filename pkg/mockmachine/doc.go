@@ -1,8 +1,14 @@
 // Package mockmachine is everything a GPU node needs from NVIDIA's side when
-// it has no GPU: go-nvml's mock DGX machines (dgxa100, dgxh100, dgxh200,
-// dgxb200 and their MIG variants) made deterministic and complete enough for
-// discovery and CDI generation, with
+// it has no GPU: go-nvml's mock DGX machines (dgxa100, dgxa100-80gb,
+// dgxh100, dgxh200, dgxb200, their MIG variants "-mig" and their MIG-mode
+// variants "-migon") made deterministic and complete enough for discovery
+// and CDI generation, with
 //
+//   - the MIG profile and placement tables of the real GPUs and the MIG
+//     instance lifecycle of real NVML (MIG mode per architecture, GPU and
+//     compute instances created and destroyed on demand, MIG devices that
+//     follow them), optionally kept across restarts (WithMIGState,
+//     MIGStateFile);
 //   - injectable NVML events (Events: XIDs, ECC errors, lost GPUs; from
 //     tests, or from EventsFile under the mock host root);
 //   - discovery-time faults (FailDevice: a GPU whose NVML calls fail, as a

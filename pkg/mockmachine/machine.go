@@ -10,18 +10,23 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxb200"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh200"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
 // mockMachines are the go-nvml mock servers this driver can impersonate.
 var mockMachines = map[string]func() *server.Server{
 	"dgxa100": dgxa100.New,
+	"dgxa100-80gb": func() *server.Server {
+		return dgxa100.NewWithGPUs(gpus.Multiple(8, gpus.A100_SXM4_80GB)...)
+	},
 	"dgxh100": dgxh100.New,
 	"dgxh200": dgxh200.New,
 	"dgxb200": dgxb200.New,
 }
 
-// MockMachines lists the machine names accepted by NewMock.
+// Names lists the machine names accepted by New (see also MIGNames and
+// MIGOnNames).
 func Names() []string {
 	names := make([]string, 0, len(mockMachines))
 	for n := range mockMachines {
@@ -31,18 +36,25 @@ func Names() []string {
 	return names
 }
 
-// NewMock returns an initialized go-nvml mock machine; a name with the
-// MIGSuffix gives the machine's MIG variant (see MIGLayout).
-// go-nvml's servers
-// draw random UUIDs and report no PCI bus ID; NewMock makes both
-// deterministic from (machine, seed, index) so that a restarted plugin sees
-// the same devices, and fills in the NVML calls that the driver and nvcdi
-// make but the servers leave unset.
-func New(machine, seed string) (*server.Server, error) {
-	base, withMIG := splitMIGMachine(machine)
+// New returns an initialized go-nvml mock machine. A name with MIGSuffix
+// gives the machine's MIG variant (see MIGLayout), one with MIGOnSuffix the
+// variant whose GPUs are all in MIG mode without instances; the others
+// start with MIG mode disabled. go-nvml's servers draw random UUIDs and
+// report no PCI bus ID; New makes both deterministic from (machine, seed,
+// index) so that a restarted plugin sees the same devices, and fills in
+// the NVML calls that the driver and nvcdi make but the servers leave
+// unset. Every GPU gets real MIG profile tables and the MIG instance
+// lifecycle of a real GPU (see installMIGLifecycle); WithMIGState keeps
+// its state across restarts.
+func New(machine, seed string, opts ...Option) (*server.Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	base, v := splitVariant(machine)
 	newServer, ok := mockMachines[base]
 	if !ok {
-		return nil, fmt.Errorf("unknown mock machine %q: use one of %v, or a MIG variant %v", machine, Names(), MIGNames())
+		return nil, fmt.Errorf("unknown mock machine %q: use one of %v, a MIG variant %v, or a MIG-mode variant %v", machine, Names(), MIGNames(), MIGOnNames())
 	}
 	s := newServer()
 	for i, h := range s.Devices {
@@ -52,11 +64,24 @@ func New(machine, seed string) (*server.Server, error) {
 		}
 		completeMockDevice(d, mockUUID(machine, seed, i), mockBusID(i))
 	}
-	if withMIG {
-		if err := enableMockMIG(s, machine, seed); err != nil {
+	m, err := installMIGLifecycle(s, machine, seed)
+	if err != nil {
+		return nil, err
+	}
+	loaded := false
+	if o.migState != "" {
+		if loaded, err = m.load(o.migState); err != nil {
+			return nil, fmt.Errorf("mock machine %q: %w", machine, err)
+		}
+	}
+	if !loaded {
+		if err := m.applyVariant(v); err != nil {
 			return nil, err
 		}
 	}
+	m.mu.Lock()
+	m.statePath = o.migState
+	m.mu.Unlock()
 	if ret := s.Init(); ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("mock machine %q: init: %s", machine, nvml.ErrorString(ret))
 	}
@@ -96,10 +121,10 @@ func toInt8(s string) []int8 {
 	return out
 }
 
-// Known tells whether New accepts machine: one of Names, or a MIG variant
-// of one (MIGNames).
+// Known tells whether New accepts machine: one of Names, or a variant of
+// one (MIGNames, MIGOnNames).
 func Known(machine string) bool {
-	base, _ := splitMIGMachine(machine)
+	base, _ := splitVariant(machine)
 	_, ok := mockMachines[base]
 	return ok
 }

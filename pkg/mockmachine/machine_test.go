@@ -23,7 +23,7 @@ func discoverMock(t *testing.T, machine, seed string) *inventory.Inventory {
 
 func TestMockMachines(t *testing.T) {
 	got := strings.Join(Names(), ",")
-	if got != "dgxa100,dgxb200,dgxh100,dgxh200" {
+	if got != "dgxa100,dgxa100-80gb,dgxb200,dgxh100,dgxh200" {
 		t.Errorf("Names() = %s", got)
 	}
 }

@@ -128,7 +128,10 @@ func (realBackend) InjectEvents(context.Context, string)  {}
 // file deliver.
 type mockBackend struct {
 	machine, seed string
-	events        *mockmachine.Events // set by Open
+	// mockHostRoot is the mock host root as this process sees it, "" when
+	// there is none; set before Open (see Open in node.go).
+	mockHostRoot string
+	events       *mockmachine.Events // set by Open
 }
 
 // mockTimeSliceFile is the mock time-slice state of a plugin without a mock
@@ -139,9 +142,15 @@ func (b *mockBackend) String() string { return mockPrefix + b.machine }
 func (b *mockBackend) Mock() bool     { return true }
 
 // Open opens the mock machine with the faults of mockmachine.FaultsFile in
-// driverRoot (the mock host root when there is one), if it has any.
+// driverRoot (the mock host root when there is one), if it has any. With a
+// mock host root the machine's MIG state (modes, instances) persists in its
+// mockmachine.MIGStateFile; without one it starts afresh every time.
 func (b *mockBackend) Open(driverRoot string) (nvml.Interface, error) {
-	s, err := mockmachine.New(b.machine, b.seed)
+	var opts []mockmachine.Option
+	if b.mockHostRoot != "" {
+		opts = append(opts, mockmachine.WithMIGState(mockmachine.MIGStatePath(b.mockHostRoot)))
+	}
+	s, err := mockmachine.New(b.machine, b.seed, opts...)
 	if err != nil {
 		return nil, err
 	}
