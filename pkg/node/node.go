@@ -98,6 +98,9 @@ func Open(ctx context.Context, f Flags, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if mb, ok := b.(*mockBackend); ok {
+		mb.mockHostRoot = roots.MockHostRoot
+	}
 	lib, err := b.Open(roots.DriverRoot)
 	if err != nil {
 		return nil, err
