@@ -32,6 +32,7 @@ const (
 	envEventsFile = "GPUDRA_MOCK_NVML_EVENTS_FILE"
 	envEventsPoll = "GPUDRA_MOCK_NVML_EVENTS_POLL"
 	envLog        = "GPUDRA_MOCK_NVML_LOG"
+	envMIGState   = "GPUDRA_MOCK_NVML_MIG_STATE"
 )
 
 const defaultMachine = "dgxh100"
@@ -46,6 +47,7 @@ type config struct {
 	EventsFile string            `json:"eventsFile,omitempty"`
 	EventsPoll string            `json:"eventsPoll,omitempty"`
 	Log        logSetting        `json:"log,omitempty"`
+	MIGState   string            `json:"migState,omitempty"`
 }
 
 // logSetting is "on" or "off"; YAML's unquoted on and off are booleans,
@@ -79,6 +81,7 @@ type settings struct {
 	eventsFile    string
 	eventsPoll    time.Duration
 	quiet         bool
+	migState      string // "": the MIG state lives only in the process
 }
 
 // getenv reads the process environment as C sees it: the Go runtime of a
@@ -116,6 +119,7 @@ func loadSettings() (settings, error) {
 	override(&c.InitError, envInitError)
 	override(&c.EventsFile, envEventsFile)
 	override(&c.EventsPoll, envEventsPoll)
+	override(&c.MIGState, envMIGState)
 	if v := getenv(envLog); v != "" {
 		c.Log = logSetting(v)
 	}
@@ -123,7 +127,8 @@ func loadSettings() (settings, error) {
 		c.Lost = splitList(v)
 	}
 
-	s := settings{machine: c.Machine, seed: c.Seed, lost: c.Lost, eventsFile: c.EventsFile, eventsPoll: mockmachine.EventsPoll}
+	s := settings{machine: c.Machine, seed: c.Seed, lost: c.Lost, eventsFile: c.EventsFile, eventsPoll: mockmachine.EventsPoll,
+		migState: c.MIGState}
 	if s.machine == "" {
 		s.machine = defaultMachine
 	}

@@ -132,10 +132,10 @@ func gpuMemoryMB(d nvml.Device) uint64 {
 	return 0
 }
 
-// gpuInstanceProfileName is NVML's name of a GPU instance profile,
-// "MIG 1g.10gb".
-func gpuInstanceProfileName(d nvml.Device, p nvml.GpuInstanceProfileInfo) string {
-	return "MIG " + inventory.MIGProfileName(int(p.Id), p.SliceCount, 0, p.MemorySizeMB, gpuMemoryMB(d))
+// gpuInstanceProfileName is NVML's name of the GPU instance profile p at
+// index (nvml.GPU_INSTANCE_PROFILE_*), "MIG 1g.10gb".
+func gpuInstanceProfileName(d nvml.Device, index int, p nvml.GpuInstanceProfileInfo) string {
+	return "MIG " + inventory.MIGProfileName(index, p.SliceCount, 0, p.MemorySizeMB, gpuMemoryMB(d))
 }
 
 //export nvmlDeviceGetGpuInstanceProfileInfoV
@@ -156,7 +156,7 @@ func nvmlDeviceGetGpuInstanceProfileInfoV(device C.nvmlDevice_t, profile C.uint,
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
-	name := name96(gpuInstanceProfileName(d, p))
+	name := name96(gpuInstanceProfileName(d, int(profile), p))
 	if version == gpuInstanceProfileInfoV2 {
 		put(unsafe.Pointer(info), nvml.GpuInstanceProfileInfo_v2{
 			Version: uint32(version), Id: p.Id, IsP2pSupported: p.IsP2pSupported, SliceCount: p.SliceCount,
@@ -175,10 +175,40 @@ func nvmlDeviceGetGpuInstanceProfileInfoV(device C.nvmlDevice_t, profile C.uint,
 	return cret(nvml.SUCCESS)
 }
 
-// gpuInstancePlacements are the placements of the profile on d: NVML's
-// ERROR_NOT_SUPPORTED (or INVALID_ARGUMENT) for a profile d does not have.
-func gpuInstancePlacements(d nvml.Device, profile int) (nvml.GpuInstanceProfileInfo, []nvml.GpuInstancePlacement, nvml.Return) {
-	p, r := d.GetGpuInstanceProfileInfo(profile)
+// giProfileByID is d's GPU instance profile whose unique ID is id
+// (GpuInstanceProfileInfo.Id): the C calls other than
+// nvmlDeviceGetGpuInstanceProfileInfo(V) take that ID, those two the index
+// nvml.GPU_INSTANCE_PROFILE_*. ERROR_INVALID_ARGUMENT when d has no such
+// profile; the failure of the profile queries (ERROR_NOT_SUPPORTED) when d
+// has no profile at all.
+func giProfileByID(d nvml.Device, id uint32) (nvml.GpuInstanceProfileInfo, nvml.Return) {
+	_, p, r := giProfileIndexByID(d, id)
+	return p, r
+}
+
+// giProfileIndexByID is giProfileByID with the profile's index.
+func giProfileIndexByID(d nvml.Device, id uint32) (int, nvml.GpuInstanceProfileInfo, nvml.Return) {
+	some, first := false, nvml.ERROR_INVALID_ARGUMENT
+	for i := 0; i < nvml.GPU_INSTANCE_PROFILE_COUNT; i++ {
+		p, r := d.GetGpuInstanceProfileInfo(i)
+		switch {
+		case r == nvml.SUCCESS && p.Id == id:
+			return i, p, nvml.SUCCESS
+		case r == nvml.SUCCESS:
+			some = true
+		case i == 0:
+			first = r
+		}
+	}
+	if some {
+		first = nvml.ERROR_INVALID_ARGUMENT
+	}
+	return 0, nvml.GpuInstanceProfileInfo{}, first
+}
+
+// gpuInstancePlacements are the placements of the profile of ID id on d.
+func gpuInstancePlacements(d nvml.Device, id uint32) (nvml.GpuInstanceProfileInfo, []nvml.GpuInstancePlacement, nvml.Return) {
+	p, r := giProfileByID(d, id)
 	if r != nvml.SUCCESS {
 		return p, nil, r
 	}
@@ -196,7 +226,7 @@ func nvmlDeviceGetGpuInstancePossiblePlacements_v2(device C.nvmlDevice_t, profil
 	if count == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
-	_, pl, r := gpuInstancePlacements(d, int(profileId))
+	_, pl, r := gpuInstancePlacements(d, uint32(profileId))
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
@@ -282,8 +312,16 @@ func nvmlDeviceGetGpuInstanceRemainingCapacity(device C.nvmlDevice_t, profileId 
 	if count == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
-	p, pl, r := gpuInstancePlacements(d, int(profileId))
+	p, pl, r := gpuInstancePlacements(d, uint32(profileId))
 	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	// The mock machine's own answer when it has one; else the free
+	// placements that the existing instances leave.
+	if n, r, ok := implemented(func() (int, nvml.Return) { return d.GetGpuInstanceRemainingCapacity(&p) }); ok {
+		if r == nvml.SUCCESS {
+			*count = C.uint(n)
+		}
 		return cret(r)
 	}
 	var taken []nvml.GpuInstancePlacement
@@ -308,7 +346,10 @@ func nvmlDeviceGetGpuInstances(device C.nvmlDevice_t, profileId C.uint, gpuInsta
 	if gpuInstances == nil || count == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
-	p, r := d.GetGpuInstanceProfileInfo(int(profileId))
+	// A failure reports no instances: go-nvml returns as many handles as
+	// count says, whatever the return code.
+	*count = 0
+	p, r := giProfileByID(d, uint32(profileId))
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
@@ -322,7 +363,7 @@ func nvmlDeviceGetGpuInstances(device C.nvmlDevice_t, profileId C.uint, gpuInsta
 	sortByID(gis, func(gi nvml.GpuInstance) uint32 { info, _ := gi.GetInfo(); return info.Id })
 	out := unsafe.Slice(gpuInstances, len(gis))
 	for i, gi := range gis {
-		out[i] = C.nvmlGpuInstance_t(handleOf(gi))
+		out[i] = C.nvmlGpuInstance_t(giHandle(gi))
 	}
 	*count = C.uint(len(gis))
 	return cret(nvml.SUCCESS)
@@ -344,7 +385,7 @@ func nvmlDeviceGetGpuInstanceById(device C.nvmlDevice_t, id C.uint, gpuInstance 
 	}
 	gi, r := d.GetGpuInstanceById(int(id))
 	if r == nvml.SUCCESS {
-		*gpuInstance = C.nvmlGpuInstance_t(handleOf(gi))
+		*gpuInstance = C.nvmlGpuInstance_t(giHandle(gi))
 	}
 	return cret(r)
 }
@@ -423,8 +464,8 @@ func nvmlGpuInstanceGetComputeInstanceProfileInfoV(gpuInstance_ C.nvmlGpuInstanc
 		return cret(r)
 	}
 	var name string
-	if gp, r := giInfo.Device.GetGpuInstanceProfileInfo(int(giInfo.ProfileId)); r == nvml.SUCCESS {
-		name = "MIG " + inventory.MIGProfileName(int(gp.Id), gp.SliceCount, p.SliceCount, gp.MemorySizeMB, gpuMemoryMB(giInfo.Device))
+	if index, gp, r := giProfileIndexByID(giInfo.Device, giInfo.ProfileId); r == nvml.SUCCESS {
+		name = "MIG " + inventory.MIGProfileName(index, gp.SliceCount, p.SliceCount, gp.MemorySizeMB, gpuMemoryMB(giInfo.Device))
 	}
 	v2 := nvml.ComputeInstanceProfileInfo_v2{
 		Version: uint32(version), Id: p.Id, SliceCount: p.SliceCount, InstanceCount: p.InstanceCount,
@@ -445,10 +486,34 @@ func nvmlGpuInstanceGetComputeInstanceProfileInfoV(gpuInstance_ C.nvmlGpuInstanc
 	return cret(nvml.SUCCESS)
 }
 
-// computeInstanceProfile is the profile of ID profileId of gi (shared
-// engines, the only kind the mock machines have).
-func computeInstanceProfile(gi nvml.GpuInstance, profileId int) (nvml.ComputeInstanceProfileInfo, nvml.Return) {
-	return gi.GetComputeInstanceProfileInfo(profileId, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+// computeInstanceProfileAt is the compute instance profile of gi at the
+// index (nvml.COMPUTE_INSTANCE_PROFILE_*), with shared engines, the only
+// kind the mock machines have.
+func computeInstanceProfileAt(gi nvml.GpuInstance, index int) (nvml.ComputeInstanceProfileInfo, nvml.Return) {
+	return gi.GetComputeInstanceProfileInfo(index, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+}
+
+// ciProfileByID is gi's compute instance profile whose unique ID is id: the
+// profileId that the C calls other than the profile info queries take.
+// ERROR_INVALID_ARGUMENT when gi has no such profile; the first failure of
+// the profile queries when gi has no profile at all.
+func ciProfileByID(gi nvml.GpuInstance, id uint32) (nvml.ComputeInstanceProfileInfo, nvml.Return) {
+	some, first := false, nvml.ERROR_INVALID_ARGUMENT
+	for i := 0; i < nvml.COMPUTE_INSTANCE_PROFILE_COUNT; i++ {
+		p, r := computeInstanceProfileAt(gi, i)
+		switch {
+		case r == nvml.SUCCESS && p.Id == id:
+			return p, nvml.SUCCESS
+		case r == nvml.SUCCESS:
+			some = true
+		case i == 0:
+			first = r
+		}
+	}
+	if some {
+		first = nvml.ERROR_INVALID_ARGUMENT
+	}
+	return nvml.ComputeInstanceProfileInfo{}, first
 }
 
 //export nvmlGpuInstanceGetComputeInstancePossiblePlacements
@@ -461,7 +526,7 @@ func nvmlGpuInstanceGetComputeInstancePossiblePlacements(gpuInstance_ C.nvmlGpuI
 	if count == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
-	p, r := computeInstanceProfile(gi, int(profileId))
+	p, r := ciProfileByID(gi, uint32(profileId))
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
@@ -484,7 +549,7 @@ func computeInstanceInfo(ci nvml.ComputeInstance) (nvml.ComputeInstanceInfo, nvm
 	if r != nvml.SUCCESS || info.Placement.Size != 0 || info.GpuInstance == nil {
 		return info, r
 	}
-	if p, r := computeInstanceProfile(info.GpuInstance, int(info.ProfileId)); r == nvml.SUCCESS {
+	if p, r := ciProfileByID(info.GpuInstance, info.ProfileId); r == nvml.SUCCESS {
 		info.Placement = nvml.ComputeInstancePlacement{Start: 0, Size: p.SliceCount}
 	}
 	return info, nvml.SUCCESS
@@ -494,7 +559,7 @@ func computeInstanceInfo(ci nvml.ComputeInstance) (nvml.ComputeInstanceInfo, nvm
 func existingComputeInstances(gi nvml.GpuInstance) []nvml.ComputeInstanceInfo {
 	var out []nvml.ComputeInstanceInfo
 	for id := 0; id < nvml.COMPUTE_INSTANCE_PROFILE_COUNT; id++ {
-		p, r := computeInstanceProfile(gi, id)
+		p, r := computeInstanceProfileAt(gi, id)
 		if r != nvml.SUCCESS {
 			continue
 		}
@@ -521,8 +586,14 @@ func nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gpuInstance_ C.nvmlGpuIn
 	if count == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
-	p, r := computeInstanceProfile(gi, int(profileId))
+	p, r := ciProfileByID(gi, uint32(profileId))
 	if r != nvml.SUCCESS {
+		return cret(r)
+	}
+	if n, r, ok := implemented(func() (int, nvml.Return) { return gi.GetComputeInstanceRemainingCapacity(&p) }); ok {
+		if r == nvml.SUCCESS {
+			*count = C.uint(n)
+		}
 		return cret(r)
 	}
 	pl, r := gi.GetComputeInstancePossiblePlacements(&p)
@@ -551,7 +622,10 @@ func nvmlGpuInstanceGetComputeInstances(gpuInstance_ C.nvmlGpuInstance_t, profil
 	if computeInstances == nil || count == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
-	p, r := computeInstanceProfile(gi, int(profileId))
+	// A failure reports no instances: go-nvml returns as many handles as
+	// count says, whatever the return code.
+	*count = 0
+	p, r := ciProfileByID(gi, uint32(profileId))
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
@@ -565,7 +639,7 @@ func nvmlGpuInstanceGetComputeInstances(gpuInstance_ C.nvmlGpuInstance_t, profil
 	sortByID(cis, func(ci nvml.ComputeInstance) uint32 { info, _ := ci.GetInfo(); return info.Id })
 	out := unsafe.Slice(computeInstances, len(cis))
 	for i, ci := range cis {
-		out[i] = C.nvmlComputeInstance_t(handleOf(ci))
+		out[i] = C.nvmlComputeInstance_t(ciHandle(ci))
 	}
 	*count = C.uint(len(cis))
 	return cret(nvml.SUCCESS)
@@ -583,7 +657,7 @@ func nvmlGpuInstanceGetComputeInstanceById(gpuInstance_ C.nvmlGpuInstance_t, id 
 	}
 	ci, r := gi.GetComputeInstanceById(int(id))
 	if r == nvml.SUCCESS {
-		*computeInstance = C.nvmlComputeInstance_t(handleOf(ci))
+		*computeInstance = C.nvmlComputeInstance_t(ciHandle(ci))
 	}
 	return cret(r)
 }
@@ -591,26 +665,42 @@ func nvmlGpuInstanceGetComputeInstanceById(gpuInstance_ C.nvmlGpuInstance_t, id 
 //export nvmlComputeInstanceGetInfo_v2
 func nvmlComputeInstanceGetInfo_v2(computeInstance C.nvmlComputeInstance_t, info *C.nvmlComputeInstanceInfo_t) (ret C.nvmlReturn_t) {
 	defer guard("nvmlComputeInstanceGetInfo_v2", &ret)
-	if r := enter("nvmlComputeInstanceGetInfo_v2"); r != nvml.SUCCESS {
+	ci, _, r := computeInstanceOf("nvmlComputeInstanceGetInfo_v2", computeInstance)
+	if r != nvml.SUCCESS {
 		return cret(r)
 	}
-	ci, ok := object[nvml.ComputeInstance](unsafe.Pointer(computeInstance))
-	if !ok || info == nil {
+	if info == nil {
 		return cret(nvml.ERROR_INVALID_ARGUMENT)
 	}
 	ciInfo, r := computeInstanceInfo(ci)
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
-	if ciInfo.Device != nil && lost(ciInfo.Device) {
-		return cret(nvml.ERROR_GPU_IS_LOST)
-	}
 	*info = C.nvmlComputeInstanceInfo_t{
 		device:      C.nvmlDevice_t(handleOf(ciInfo.Device)),
-		gpuInstance: C.nvmlGpuInstance_t(handleOf(ciInfo.GpuInstance)),
+		gpuInstance: C.nvmlGpuInstance_t(giHandle(ciInfo.GpuInstance)),
 		id:          C.uint(ciInfo.Id),
 		profileId:   C.uint(ciInfo.ProfileId),
 		placement:   C.nvmlComputeInstancePlacement_t{start: C.uint(ciInfo.Placement.Start), size: C.uint(ciInfo.Placement.Size)},
 	}
 	return cret(nvml.SUCCESS)
+}
+
+// computeInstanceOf starts a call on a compute instance handle.
+func computeInstanceOf(fn string, h C.nvmlComputeInstance_t) (nvml.ComputeInstance, nvml.ComputeInstanceInfo, nvml.Return) {
+	if r := enter(fn); r != nvml.SUCCESS {
+		return nil, nvml.ComputeInstanceInfo{}, r
+	}
+	ci, ok := object[nvml.ComputeInstance](unsafe.Pointer(h))
+	if !ok {
+		return nil, nvml.ComputeInstanceInfo{}, nvml.ERROR_INVALID_ARGUMENT
+	}
+	info, r := ci.GetInfo()
+	if r != nvml.SUCCESS {
+		return nil, info, r
+	}
+	if info.Device != nil && lost(info.Device) {
+		return nil, info, nvml.ERROR_GPU_IS_LOST
+	}
+	return ci, info, nvml.SUCCESS
 }

@@ -26,6 +26,24 @@
 // MIG profiles, placements and GPU/compute instances included. It ships in
 // no production image: it is for test images and tests only.
 //
+// # MIG lifecycle
+//
+// The library also exports the calls that change MIG state, bridged to the
+// mock machine, which decides what they do (pkg/mockmachine: MIG mode
+// taking effect at once on Hopper and later, pending a reset on Ampere;
+// placements that overlap an instance, ERROR_INSUFFICIENT_RESOURCES; a GPU
+// instance with compute instances, ERROR_IN_USE): nvmlDeviceSetMigMode,
+// nvmlDeviceCreateGpuInstance(WithPlacement),
+// nvmlGpuInstanceCreateComputeInstance(WithPlacement),
+// nvmlGpuInstanceDestroy and nvmlComputeInstanceDestroy. The MIG queries
+// (nvmlDeviceGetGpuInstances, nvmlDeviceGetMigDeviceHandleByIndex, ...)
+// answer what exists at the time of the call. The handle of a destroyed
+// GPU or compute instance, and of the MIG device it made, is never reused:
+// every call on it returns ERROR_INVALID_ARGUMENT. By default the MIG state
+// lives as long as the process; with migState (GPUDRA_MOCK_NVML_MIG_STATE)
+// it is kept in that JSON file, loaded at the first nvmlInit and written at
+// every change, so that it survives the process (mockmachine.WithMIGState).
+//
 // # Configuration
 //
 // The library reads its configuration at the first nvmlInit of the process
@@ -50,6 +68,9 @@
 //	GPUDRA_MOCK_NVML_EVENTS_FILE  command file to watch for injected events
 //	GPUDRA_MOCK_NVML_EVENTS_POLL  how often to look at it (default 500ms)
 //	GPUDRA_MOCK_NVML_LOG          "off": no log lines on stderr
+//	GPUDRA_MOCK_NVML_MIG_STATE    file that keeps the MIG state (MIG modes,
+//	                              GPU and compute instances) across processes;
+//	                              empty (default): none
 //
 // The config file has the same knobs:
 //
@@ -61,6 +82,7 @@
 //	eventsFile: /run/mocknvml/inject-events
 //	eventsPoll: 100ms
 //	log: off
+//	migState: /run/mocknvml/mig-state.json
 //
 // # Faults
 //

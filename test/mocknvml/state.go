@@ -34,12 +34,24 @@ var state struct {
 
 	// handles maps the C handles given out (distinct C allocations) to
 	// their objects (nvml.Device, nvml.GpuInstance, nvml.ComputeInstance,
-	// nvml.EventSet), objects maps them back.
+	// nvml.EventSet), or to retired{} once the object is gone; objects
+	// maps the identity of each live object (the object itself, or the
+	// instanceKey of a GPU instance, compute instance or MIG device) to
+	// its handle, and keys maps the live handles back to that identity.
 	handles map[unsafe.Pointer]any
 	objects map[any]unsafe.Pointer
+	keys    map[unsafe.Pointer]any
 	// migParent is the GPU of each MIG device handle given out.
 	migParent map[nvml.Device]*server.Device
+	// lifecycle serializes the calls that create or destroy MIG objects or
+	// switch MIG mode, and the sweep of handles that follows each.
+	lifecycle sync.Mutex
 }
+
+// retired stands, in state.handles, for an object that was destroyed: its
+// handle is never freed, so that the C address is never given to another
+// object, and every call on it is ERROR_INVALID_ARGUMENT.
+type retired struct{}
 
 // quiet turns logf off (log: off).
 var quiet atomic.Bool
@@ -82,7 +94,11 @@ func initialize() nvml.Return {
 
 // buildMachine creates the mock machine of s; state.mu is held.
 func buildMachine(s settings) error {
-	srv, err := mockmachine.New(s.machine, s.seed)
+	var opts []mockmachine.Option
+	if s.migState != "" {
+		opts = append(opts, mockmachine.WithMIGState(s.migState))
+	}
+	srv, err := mockmachine.New(s.machine, s.seed, opts...)
 	if err != nil {
 		return err
 	}
@@ -99,6 +115,7 @@ func buildMachine(s settings) error {
 	quiet.Store(s.quiet)
 	state.handles = map[unsafe.Pointer]any{}
 	state.objects = map[any]unsafe.Pointer{}
+	state.keys = map[unsafe.Pointer]any{}
 	state.migParent = map[nvml.Device]*server.Device{}
 	logf("mock machine %s (seed %q), %d GPUs", s.machine, s.seed, len(srv.Devices))
 	if s.eventsFile != "" {
@@ -155,11 +172,23 @@ func handleOf(obj any) unsafe.Pointer {
 }
 
 func handleOfLocked(obj any) unsafe.Pointer {
-	if h, ok := state.objects[obj]; ok {
+	return handleOfKeyLocked(obj, obj)
+}
+
+// handleOfKeyLocked returns the live handle of the identity key, now
+// standing for obj (a later lookup of the same instance may return another
+// Go object for it), making one the first time.
+func handleOfKeyLocked(key, obj any) unsafe.Pointer {
+	if h, ok := state.objects[key]; ok {
+		if old, ok := state.handles[h].(nvml.Device); ok && old != obj {
+			delete(state.migParent, old)
+		}
+		state.handles[h] = obj
 		return h
 	}
 	h := C.calloc(1, 8)
-	state.objects[obj] = h
+	state.objects[key] = h
+	state.keys[h] = key
 	state.handles[h] = obj
 	return h
 }
@@ -176,9 +205,10 @@ func object[T any](h unsafe.Pointer) (T, bool) {
 func release(h unsafe.Pointer) {
 	state.mu.Lock()
 	defer state.mu.Unlock()
-	if obj, ok := state.handles[h]; ok {
+	if _, ok := state.handles[h]; ok {
 		delete(state.handles, h)
-		delete(state.objects, obj)
+		delete(state.objects, state.keys[h])
+		delete(state.keys, h)
 		C.free(h)
 	}
 }
@@ -200,13 +230,24 @@ func lost(d nvml.Device) bool {
 }
 
 // migHandle records the parent of a MIG device handle being given out.
+// The handle is that of the MIG device's (GPU, GPU instance ID, compute
+// instance ID), whichever Go object the mock machine returns for it.
 func migHandle(parent nvml.Device, mig nvml.Device) unsafe.Pointer {
+	g, _ := parent.(*server.Device)
+	var key any = mig
+	if g != nil {
+		gi, r1 := mig.GetGpuInstanceId()
+		ci, r2 := mig.GetComputeInstanceId()
+		if r1 == nvml.SUCCESS && r2 == nvml.SUCCESS {
+			key = instanceKey{kind: migDeviceKind, gpu: g, gi: gi, ci: ci}
+		}
+	}
 	state.mu.Lock()
 	defer state.mu.Unlock()
-	if g, ok := parent.(*server.Device); ok {
+	if g != nil {
 		state.migParent[mig] = g
 	}
-	return handleOfLocked(mig)
+	return handleOfKeyLocked(key, mig)
 }
 
 // deviceOf starts a call on a device handle: enter, then the handle's

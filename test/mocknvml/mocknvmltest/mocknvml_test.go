@@ -156,6 +156,10 @@ func TestExportedSymbols(t *testing.T) {
 		"nvmlDeviceGetGpuInstancePossiblePlacements_v2", "nvmlComputeInstanceGetInfo_v2",
 		"nvmlEventSetCreate", "nvmlDeviceRegisterEvents", "nvmlEventSetWait_v2", "nvmlEventSetFree",
 		"nvmlDeviceGetNvLinkRemotePciInfo_v2",
+		"nvmlDeviceSetMigMode", "nvmlDeviceCreateGpuInstance", "nvmlDeviceCreateGpuInstanceWithPlacement",
+		"nvmlGpuInstanceCreateComputeInstance", "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+		"nvmlGpuInstanceDestroy", "nvmlComputeInstanceDestroy", "nvmlDeviceGetGpuInstanceRemainingCapacity",
+		"nvmlGpuInstanceGetComputeInstanceRemainingCapacity", "nvmlDeviceGetGpuInstanceById", "nvmlGpuInstanceGetComputeInstanceById",
 	} {
 		if !exported[want] {
 			t.Errorf("%s is not exported", want)
@@ -251,6 +255,14 @@ func TestChild(t *testing.T) {
 		c.initError()
 	case "delay":
 		c.delay()
+	case "mig-lifecycle":
+		c.migLifecycle()
+	case "mig-concurrent":
+		c.migConcurrent()
+	case "mig-state-create":
+		c.migStateCreate()
+	case "mig-state-check":
+		c.migStateCheck()
 	default:
 		t.Fatalf("unknown scenario %q", scenario)
 	}
@@ -433,7 +445,7 @@ func (c *child) migProfiles(lib nvml.Interface, inv *inventory.Inventory) {
 		t.Fatalf("GPU instance profile info v3: %v", r)
 	}
 	name := cString(p1.Name[:])
-	wantName := "MIG " + inventory.MIGProfileName(int(p1.Id), p1.SliceCount, 0, p1.MemorySizeMB, inv.Devices[0].MemoryBytes>>20)
+	wantName := "MIG " + inventory.MIGProfileName(nvml.GPU_INSTANCE_PROFILE_1_SLICE, p1.SliceCount, 0, p1.MemorySizeMB, inv.Devices[0].MemoryBytes>>20)
 	if name != wantName || p1.SliceCount != 1 {
 		t.Errorf("1-slice profile: %q with %d slices, want %q", name, p1.SliceCount, wantName)
 	}
@@ -444,8 +456,9 @@ func (c *child) migProfiles(lib nvml.Interface, inv *inventory.Inventory) {
 	if n, r := gpu0.GetGpuInstanceRemainingCapacity(&nvml.GpuInstanceProfileInfo{Id: p1.Id}); r != nvml.SUCCESS || n != 0 {
 		t.Errorf("GPU 0 (all slices used): room for %d more 1-slice instances (%v), want 0", n, r)
 	}
-	if n, r := last.GetGpuInstanceRemainingCapacity(&nvml.GpuInstanceProfileInfo{Id: p1.Id}); r != nvml.SUCCESS || n != int(p1.InstanceCount) {
-		t.Errorf("GPU %d (no instances): room for %d 1-slice instances (%v), want %d", len(inv.Devices)-1, n, r, p1.InstanceCount)
+	// A GPU not in MIG mode has no room for GPU instances, as in NVML.
+	if n, r := last.GetGpuInstanceRemainingCapacity(&nvml.GpuInstanceProfileInfo{Id: p1.Id}); r != nvml.ERROR_NOT_SUPPORTED || n != 0 {
+		t.Errorf("GPU %d (MIG mode disabled): room for %d 1-slice instances (%v), want 0 (ERROR_NOT_SUPPORTED)", len(inv.Devices)-1, n, r)
 	}
 	for _, m := range inv.MIGDevices {
 		parent, _ := lib.DeviceGetHandleByIndex(m.ParentIndex)
