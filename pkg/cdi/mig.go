@@ -148,6 +148,26 @@ func WithMIGCaps(base DeviceEdits, migs []MIGDevice, caps MIGCaps) (DeviceEdits,
 	if len(migs) == 0 {
 		return base, nil
 	}
+	return withMIGCaps(base, migs, caps)
+}
+
+// MIGEdits is DeviceEdits that also gives the edits of MIG devices created
+// after it was built (dynamic MIG).
+type MIGEdits interface {
+	DeviceEdits
+	// MIGDevice returns MIGDeviceEdits of m over its parent's edits.
+	MIGDevice(m MIGDevice) (specs.ContainerEdits, error)
+}
+
+// WithDynamicMIGCaps is WithMIGCaps for a node whose MIG devices are also
+// made on demand: the result always implements MIGEdits, with caps
+// holding every capability of the node's MIG-capable GPUs (the driver's
+// mig-minors file lists them all, existing instances or not).
+func WithDynamicMIGCaps(base DeviceEdits, migs []MIGDevice, caps MIGCaps) (MIGEdits, error) {
+	return withMIGCaps(base, migs, caps)
+}
+
+func withMIGCaps(base DeviceEdits, migs []MIGDevice, caps MIGCaps) (*migEdits, error) {
 	w := &migEdits{DeviceEdits: base, caps: caps, migs: map[string]MIGDevice{}}
 	for _, m := range migs {
 		w.migs[m.UUID] = m
@@ -162,6 +182,14 @@ type migEdits struct {
 	DeviceEdits
 	caps MIGCaps
 	migs map[string]MIGDevice
+}
+
+func (w *migEdits) MIGDevice(m MIGDevice) (specs.ContainerEdits, error) {
+	parent, err := w.DeviceEdits.Device(m.ParentUUID)
+	if err != nil {
+		return specs.ContainerEdits{}, fmt.Errorf("MIG device %s: %w", m.UUID, err)
+	}
+	return MIGDeviceEdits(parent, m, w.caps)
 }
 
 func (w *migEdits) Device(uuid string) (specs.ContainerEdits, error) {

@@ -76,9 +76,12 @@ type MIGInstance struct {
 	// ParentUUID is the GPU's UUID.
 	ParentUUID string `json:"parentUUID"`
 	// GPUInstanceProfileID and ComputeInstanceProfileID are NVML's
-	// profile IDs.
+	// profile IDs (as a GPU instance's info reports them).
 	GPUInstanceProfileID     int `json:"gpuInstanceProfileID"`
 	ComputeInstanceProfileID int `json:"computeInstanceProfileID"`
+	// GPUInstanceProfileIndex is the profile's index in NVML's profile
+	// enumeration (inventory.MIGProfile.ProfileIndex).
+	GPUInstanceProfileIndex int `json:"gpuInstanceProfileIndex"`
 	// PlacementStart and PlacementSize are the GPU instance's memory
 	// slices.
 	PlacementStart int `json:"placementStart"`

@@ -3,6 +3,7 @@ package claimstate
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -27,6 +28,16 @@ type ReconcileReport struct {
 	// settings (time slice, MPS daemon), lost with the reboot, were applied
 	// again.
 	SharingReapplied int
+	// MIGRolledBack counts claims whose prepare a crash interrupted while
+	// making their dynamic MIG devices: their devices, spec and record
+	// were removed (the kubelet prepares them again).
+	MIGRolledBack int
+	// MIGRecreated counts prepared claims whose dynamic MIG devices were
+	// gone (a reboot) and were made again.
+	MIGRecreated int
+	// UnpreparesFinished counts claims whose unprepare a crash
+	// interrupted after it destroyed their MIG devices; it was finished.
+	UnpreparesFinished int
 	// Errors lists what could not be reconciled; each names the claim.
 	Errors []error
 }
@@ -42,11 +53,48 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 	logger := klog.FromContext(ctx)
 	var report ReconcileReport
 
+	s.mu.Lock()
+	intents := make([]string, 0, len(s.intents))
+	for uid := range s.intents {
+		intents = append(intents, uid)
+	}
+	s.mu.Unlock()
+	sort.Strings(intents)
+	for _, uid := range intents {
+		unlock := s.claims.Lock(uid)
+		s.mu.Lock()
+		rec := s.intents[uid]
+		s.mu.Unlock()
+		if rec != nil {
+			if err := s.rollBackIntent(ctx, rec); err != nil {
+				report.Errors = append(report.Errors, fmt.Errorf("%s: rolling back its interrupted prepare: %w", claimRef(rec.Namespace, rec.Name, types.UID(uid)), err))
+			} else {
+				report.MIGRolledBack++
+			}
+		}
+		unlock()
+	}
+
 	for _, uid := range s.PreparedClaims() {
 		unlock := s.claims.Lock(uid)
 		s.mu.Lock()
 		pc := s.prepared[uid]
 		s.mu.Unlock()
+		if pc != nil {
+			recreated, finished, err := s.ensureMIG(ctx, pc)
+			switch {
+			case err != nil:
+				report.Errors = append(report.Errors, fmt.Errorf("%s: %w", claimRef(pc.rec.Namespace, pc.rec.Name, types.UID(uid)), err))
+			case finished:
+				report.UnpreparesFinished++
+				pc = nil
+			case recreated:
+				report.MIGRecreated++
+				s.mu.Lock()
+				pc = s.prepared[uid]
+				s.mu.Unlock()
+			}
+		}
 		if pc != nil {
 			rec := pc.rec
 			if rec.BootID != s.opts.BootID {

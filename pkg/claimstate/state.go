@@ -102,6 +102,11 @@ type Options struct {
 	// the State's locks held, but may delay the prepare that found the
 	// claim.
 	OnStaleClaim func(ctx context.Context, c StaleClaim)
+	// MIG creates and destroys the dynamic MIG devices (devices.Device
+	// Dynamic) and switches partitionable GPUs out of MIG mode; see
+	// mig.go. Nil on a node without dynamic MIG: a claim of such a device
+	// then fails. Edits must then implement MIGEditsSource.
+	MIG MIGDevices
 }
 
 // State is the node's prepared claims. Create it with New.
@@ -119,6 +124,11 @@ type State struct {
 	// owners maps a device name to the claim holding it exclusively
 	// (prepared or being prepared).
 	owners map[string]*checkpoint.ClaimRecord
+	// intents holds, by UID, the loaded records of prepares that a crash
+	// interrupted while making their dynamic MIG devices (see mig.go):
+	// never prepared, rolled back by Reconcile (or by a new Prepare of the
+	// claim). Their devices stay reserved until then.
+	intents map[string]*checkpoint.ClaimRecord
 }
 
 // preparedClaim is a claim as the State keeps it in memory: its checkpoint
@@ -156,6 +166,7 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		prepared:  map[string]*preparedClaim{},
 		recording: map[string]*preparedClaim{},
 		owners:    map[string]*checkpoint.ClaimRecord{},
+		intents:   map[string]*checkpoint.ClaimRecord{},
 	}
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
@@ -165,7 +176,11 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		if rec.DriverName != "" && rec.DriverName != opts.DriverName {
 			continue
 		}
-		s.prepared[rec.ClaimUID] = s.loadedClaim(rec)
+		if hasIntent(rec) {
+			s.intents[rec.ClaimUID] = rec
+		} else {
+			s.prepared[rec.ClaimUID] = s.loadedClaim(rec)
+		}
 		s.reserveLocked(rec)
 	}
 	klog.FromContext(ctx).V(2).Info("Loaded claim checkpoint", "claims", len(s.prepared), "unreadable", len(loadErrs))
@@ -255,7 +270,13 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 
 	s.mu.Lock()
 	existing := s.prepared[uid]
+	intent := s.intents[uid]
 	s.mu.Unlock()
+	if intent != nil {
+		if err := s.rollBackIntent(ctx, intent); err != nil {
+			return nil, fmt.Errorf("%s: rolling back its interrupted prepare: %w", ref, err)
+		}
+	}
 	if existing != nil {
 		if sameDevices(existing.rec.Devices, wanted) {
 			if err := s.ensureSpec(ctx, existing); err != nil {
@@ -312,16 +333,29 @@ func (s *State) Prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (
 func (s *State) persist(ctx context.Context, pc *preparedClaim) error {
 	rec := pc.rec
 	uid := rec.ClaimUID
-	if sharing.UsesSharing(pc.sharing) {
+	if err := s.useWhole(ctx, rec); err != nil {
+		return err
+	}
+	if dynamic := hasDynamicMIG(rec); dynamic || sharing.UsesSharing(pc.sharing) {
+		// With dynamic MIG devices this first record is their intent.
 		if err := s.opts.Checkpoints.Put(rec); err != nil {
 			return err
 		}
 		s.mu.Lock()
 		s.recording[uid] = pc
 		s.mu.Unlock()
-		spec, err := s.buildSpec(ctx, pc)
+		err := s.createMIG(ctx, pc)
+		var spec *specs.Spec
+		if err == nil {
+			spec, err = s.buildSpec(ctx, pc)
+		}
 		if err == nil {
 			err = s.opts.Specs.Write(uid, spec)
+		}
+		if err == nil && dynamic {
+			// The spec first: a created record without a spec is an
+			// unprepare that a crash interrupted (see mig.go).
+			err = s.opts.Checkpoints.Put(rec)
 		}
 		if err != nil {
 			return errors.Join(err, s.rollback(ctx, pc))
@@ -352,6 +386,10 @@ func (s *State) rollback(ctx context.Context, pc *preparedClaim) error {
 	}
 	if err := s.undoSharing(ctx, pc); err != nil {
 		errs = append(errs, err)
+	}
+	if err := s.destroyMIG(ctx, pc.rec); err != nil {
+		// The record stays: it names the instances left to destroy.
+		return errors.Join(append(errs, err)...)
 	}
 	if err := s.opts.Checkpoints.Delete(uid); err != nil {
 		errs = append(errs, fmt.Errorf("removing the claim from the checkpoint: %w", err))
@@ -398,7 +436,7 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 // caller holds the claim's lock.
 func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
 	rec := pc.rec
-	if pc.configErr == nil && !sharing.UsesSharing(pc.sharing) {
+	if pc.configErr == nil && !sharing.UsesSharing(pc.sharing) && !hasDynamicMIG(rec) {
 		// Nothing to undo between the two removals: they run at once.
 		specErr := make(chan error, 1)
 		go func() { specErr <- s.opts.Specs.Remove(rec.ClaimUID) }()
@@ -414,6 +452,9 @@ func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
 			return err
 		}
 		if err := s.undoSharing(ctx, pc); err != nil {
+			return err
+		}
+		if err := s.destroyMIG(ctx, rec); err != nil {
 			return err
 		}
 		if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
@@ -453,6 +494,11 @@ func (s *State) reserve(rec *checkpoint.ClaimRecord) *conflict {
 		}
 		if holder := s.owners[d.Device]; holder != nil && holder.ClaimUID != rec.ClaimUID {
 			return &conflict{device: d, holder: holder}
+		}
+		for name, holder := range s.owners {
+			if holder.ClaimUID != rec.ClaimUID && name != d.Device && s.overlaps(name, d.Device) {
+				return &conflict{device: d, holder: holder}
+			}
 		}
 	}
 	s.reserveLocked(rec)
@@ -499,6 +545,9 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 			UUID:        dev.UUID,
 			AdminAccess: r.AdminAccess != nil && *r.AdminAccess,
 		}
+		if dev.Dynamic != nil {
+			pd.MIG = migIntent(dev)
+		}
 		pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), r.Device)}
 		sd := s.sharingDevice(pd)
 		if eff, ok := configs[i]; ok && eff.Config != nil {
@@ -543,7 +592,13 @@ func (s *State) buildSpec(ctx context.Context, pc *preparedClaim) (*specs.Spec, 
 			continue
 		}
 		seen[d.Device] = true
-		edits, err := s.opts.Edits.Device(d.UUID)
+		var edits specs.ContainerEdits
+		var err error
+		if d.MIG != nil {
+			edits, err = s.migEdits(d)
+		} else {
+			edits, err = s.opts.Edits.Device(d.UUID)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("device %s: %w", d.Device, err)
 		}

@@ -76,6 +76,10 @@ type env struct {
 	// records the stale claims it reports; now, when set, is its clock.
 	api *fakeAPI
 	now func() time.Time
+	// set and mig, when set (newDynamicMIGEnv), replace the devices of
+	// inv and give the State its MIG devices.
+	set *devices.Set
+	mig MIGDevices
 }
 
 func newEnv(t testing.TB) *env {
@@ -108,9 +112,13 @@ func (e *env) restart() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	set := e.set
+	if set == nil {
+		set = devices.FromInventory(e.inv)
+	}
 	opts := Options{
-		DriverName: driverName, PoolName: nodeName, Devices: devices.FromInventory(e.inv), Edits: e.editsSource(),
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now,
+		DriverName: driverName, PoolName: nodeName, Devices: set, Edits: e.editsSource(),
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now, MIG: e.mig,
 	}
 	if e.api != nil {
 		opts.LookupClaim, opts.OnStaleClaim = e.api.lookup, e.api.onStale

@@ -27,8 +27,13 @@ type MIGProfile struct {
 	// Name is the nvidia-smi name, e.g. "1g.10gb" or "1g.10gb+me" (see
 	// MIGProfileName).
 	Name string
-	// GPUInstanceProfileID is NVML's GPU instance profile ID
-	// (nvml.GPU_INSTANCE_PROFILE_*), e.g. 19 for a 1g profile.
+	// ProfileIndex is the profile's index in NVML's profile enumeration
+	// (nvml.GPU_INSTANCE_PROFILE_*: 0 for 1g, 7 for 1g+me...), what
+	// nvmlDeviceGetGpuInstanceProfileInfo takes.
+	ProfileIndex int
+	// GPUInstanceProfileID is the profile's ID (the ID column of
+	// `nvidia-smi mig -lgip`: 19 for 1g, 20 for 1g+me, 0 for 7g), what
+	// NVML reports in a GPU instance's info.
 	GPUInstanceProfileID int
 	// ComputeInstanceProfileID is the compute instance profile that spans
 	// the GPU instance (ComputeInstanceProfileFor(Slices)).
@@ -56,7 +61,7 @@ type MIGLayout struct {
 	// H200, B200): the end of the widest placement.
 	MemorySlices int
 	// Profiles are the profiles that have at least one placement, ordered
-	// by GPU instance profile ID.
+	// by ProfileIndex.
 	Profiles []MIGProfile
 	// ModePending tells that a MIG mode change waits for a GPU reset
 	// (NVML's current and pending modes differ).
@@ -68,7 +73,7 @@ type MIGLayout struct {
 }
 
 // Profile returns the layout's profile with the given GPU instance
-// profile ID.
+// profile ID (MIGProfile.GPUInstanceProfileID).
 func (l MIGLayout) Profile(giProfileID int) (MIGProfile, bool) {
 	for _, p := range l.Profiles {
 		if p.GPUInstanceProfileID == giProfileID {
@@ -155,7 +160,8 @@ func discoverMIGLayout(h nvml.Device, d Device) (MIGLayout, error) {
 		}
 		p := MIGProfile{
 			Name:                     MIGProfileName(id, info.SliceCount, info.SliceCount, info.MemorySizeMB, d.MemoryBytes>>20),
-			GPUInstanceProfileID:     id,
+			ProfileIndex:             id,
+			GPUInstanceProfileID:     int(info.Id),
 			ComputeInstanceProfileID: ciProfile,
 			Slices:                   info.SliceCount,
 			MemoryBytes:              info.MemorySizeMB << 20,

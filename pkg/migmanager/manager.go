@@ -34,7 +34,11 @@ import (
 // Spec is a MIG device to create: a GPU instance profile at a placement,
 // with the compute instance profile that spans it.
 type Spec struct {
-	ParentUUID               string
+	ParentUUID string
+	// GPUInstanceProfileIndex is the profile's index in NVML's profile
+	// enumeration (nvml.GPU_INSTANCE_PROFILE_*), GPUInstanceProfileID the
+	// ID its info reports (inventory.MIGProfile).
+	GPUInstanceProfileIndex  int
 	GPUInstanceProfileID     int
 	ComputeInstanceProfileID int
 	Placement                inventory.MIGPlacement
@@ -144,7 +148,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Instance, error) {
 	if err := m.switchMode(ctx, h, spec.ParentUUID, true); err != nil {
 		return Instance{}, err
 	}
-	giProfile, ret := h.GetGpuInstanceProfileInfo(spec.GPUInstanceProfileID)
+	giProfile, ret := h.GetGpuInstanceProfileInfo(spec.GPUInstanceProfileIndex)
 	if ret != nvml.SUCCESS {
 		return Instance{}, fmt.Errorf("%s: reading the profile: %w", spec, ret)
 	}
@@ -245,7 +249,7 @@ func (m *Manager) Destroy(ctx context.Context, spec Spec) error {
 }
 
 func findGPUInstance(h nvml.Device, spec Spec) (nvml.GpuInstance, bool, error) {
-	profile, ret := h.GetGpuInstanceProfileInfo(spec.GPUInstanceProfileID)
+	profile, ret := h.GetGpuInstanceProfileInfo(spec.GPUInstanceProfileIndex)
 	if ret != nvml.SUCCESS {
 		return nil, false, fmt.Errorf("%s: reading the profile: %w", spec, ret)
 	}
@@ -424,4 +428,43 @@ func sortInstances(gis []GPUInstance) {
 	for i := range gis {
 		sort.Ints(gis[i].ComputeInstances)
 	}
+}
+
+// Lookup returns the MIG device of spec when its GPU instance exists at the
+// placement with a compute instance: its IDs and UUID (the first compute
+// instance's).
+func (m *Manager) Lookup(ctx context.Context, spec Spec) (Instance, bool, error) {
+	defer m.lock(spec.ParentUUID)()
+	h, err := m.device(spec.ParentUUID)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	gi, found, err := findGPUInstance(h, spec)
+	if err != nil || !found {
+		return Instance{}, false, err
+	}
+	info, ret := gi.GetInfo()
+	if ret != nvml.SUCCESS {
+		return Instance{}, false, fmt.Errorf("%s: reading its GPU instance: %w", spec, ret)
+	}
+	ciProfile, ret := gi.GetComputeInstanceProfileInfo(spec.ComputeInstanceProfileID, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+	if ret != nvml.SUCCESS {
+		return Instance{}, false, fmt.Errorf("%s: reading compute instance profile %d: %w", spec, spec.ComputeInstanceProfileID, ret)
+	}
+	cis, ret := gi.GetComputeInstances(&ciProfile)
+	if ret != nvml.SUCCESS {
+		return Instance{}, false, fmt.Errorf("%s: listing its compute instances: %w", spec, ret)
+	}
+	if len(cis) == 0 {
+		return Instance{}, false, nil
+	}
+	ciInfo, ret := cis[0].GetInfo()
+	if ret != nvml.SUCCESS {
+		return Instance{}, false, fmt.Errorf("%s: reading its compute instance: %w", spec, ret)
+	}
+	inst := Instance{Spec: spec, GPUInstanceID: int(info.Id), ComputeInstanceID: int(ciInfo.Id)}
+	if inst.UUID, err = migUUID(h, inst.GPUInstanceID, inst.ComputeInstanceID); err != nil {
+		return Instance{}, false, fmt.Errorf("%s: %w", spec, err)
+	}
+	return inst, true, nil
 }
