@@ -49,6 +49,9 @@ type healthWiring struct {
 	poolName   string
 	// devices are the devices as published without health taints.
 	devices []resourceapi.Device
+	// counters are the counter sets the devices consume, republished with
+	// them.
+	counters []resourceapi.CounterSet
 	// namesOf maps a GPU UUID to its published devices: the GPU, or the MIG
 	// devices of a GPU in MIG mode (they share its health). uuidOf maps a
 	// device name to the UUID of its GPU.
@@ -195,7 +198,7 @@ func (w *healthWiring) publishTaints(ctx context.Context, pub slicePublisher) {
 		if retry == nil {
 			taints := w.taints(snap)
 			if sig := signature(taints); sig != last {
-				err := pub.PublishResources(ctx, resourceslice.DriverResources(w.poolName, resourceslice.WithTaints(w.devices, taints)))
+				err := pub.PublishResources(ctx, resourceslice.DriverResources(w.poolName, resourceslice.WithTaints(w.devices, taints), w.counters))
 				if err != nil {
 					logger.Error(err, "Publishing the ResourceSlices with the GPUs' health taints failed; retrying", "retryIn", backoff)
 					retry = time.After(backoff)

@@ -107,7 +107,7 @@ func newHealthEnvOn(t *testing.T, machine string, effect resourceapi.DeviceTaint
 	if opts.Probe == nil {
 		opts.Probe = ev.Probe
 	}
-	devices := resourceslice.Devices(inv, resourceslice.Options{})
+	devices := resourceslice.Devices(inv, devices.FromInventory(inv), resourceslice.Options{})
 	opts.ProbeInterval, opts.WaitTimeout = 50*time.Millisecond, 20*time.Millisecond
 	opts.InitialBackoff, opts.MaxBackoff = 5*time.Millisecond, 20*time.Millisecond
 	m := metrics.New()
@@ -343,7 +343,7 @@ func TestSetupHealthFromConfigAndInjectionFile(t *testing.T) {
 	n, err := node.Open(ctx, node.Flags{NVML: "mock:dgxh100", MockHostRoot: root}, node.Options{Mode: node.Plugin, Seed: "node-a"})
 	mockmachinetest.SkipWithoutMknod(t, err)
 	defer n.Close()
-	devices := resourceslice.Devices(n.Inventory, resourceslice.Options{})
+	devices := resourceslice.Devices(n.Inventory, devices.FromInventory(n.Inventory), resourceslice.Options{})
 
 	drv := &driver{}
 	if w, err := setupHealth(ctx, Config{}, n, devices, metrics.New(), drv); w != nil || err != nil || drv.health != nil {

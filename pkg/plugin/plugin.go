@@ -41,6 +41,8 @@ type Plugin struct {
 	background sync.WaitGroup
 	// devices are the node's devices as published without health taints.
 	devices []resourceapi.Device
+	// counters are the counter sets the devices consume.
+	counters []resourceapi.CounterSet
 }
 
 // Start brings the plugin up and returns once it serves the kubelet. On a
@@ -128,8 +130,9 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 	sliceOpts := resourceslice.Options{PCIeRoot: p.node.PCIeRoot()}
 	// The GPUs NVML cannot use come last, tainted (see
 	// resourceslice.UnusableDevices).
-	devices := append(resourceslice.Devices(p.node.Inventory, sliceOpts), resourceslice.UnusableDevices(p.node.Inventory, cfg.DriverName, sliceOpts)...)
-	p.devices = devices
+	set := nodedevices.FromInventory(p.node.Inventory)
+	devices := append(resourceslice.Devices(p.node.Inventory, set, sliceOpts), resourceslice.UnusableDevices(p.node.Inventory, cfg.DriverName, sliceOpts)...)
+	p.devices, p.counters = devices, resourceslice.CounterSets(set)
 	names := make([]string, 0, len(devices))
 	for _, d := range devices {
 		names = append(names, d.Name)
@@ -146,6 +149,9 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 	hw, err := setupHealth(p.ctx, cfg, p.node, devices, p.metrics, drv)
 	if err != nil {
 		return nil, err
+	}
+	if hw != nil {
+		hw.counters = p.counters
 	}
 	p.health = hw
 	opts := []kubeletplugin.Option{
@@ -178,7 +184,7 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 // follow.
 func (p *Plugin) publish() {
 	ctx, logger := p.ctx, klog.FromContext(p.ctx)
-	resources := resourceslice.DriverResources(p.cfg.NodeName, p.devices)
+	resources := resourceslice.DriverResources(p.cfg.NodeName, p.devices, p.counters)
 	if publishInitialSlices(ctx, p.cfg, resources) && p.server != nil {
 		p.server.SetReady(true)
 	}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
 	"github.com/gpudra/gpudra/pkg/resourceslice"
@@ -82,11 +83,12 @@ func (q *syncSignalQueue) Done(item string) {
 // no create, update or delete of its own. This guards the naming and
 // generation contract against changes of k8s.io/dynamic-resource-allocation.
 func TestCreateInitialSlicesAreAdoptedByTheController(t *testing.T) {
+	inv := mockInventory(t, "dgxh100", testNode)
 	for _, tc := range []struct {
 		name    string
 		devices []resourceapi.Device
 	}{
-		{"dgxh100", resourceslice.Devices(mockInventory(t, "dgxh100", testNode), resourceslice.Options{})},
+		{"dgxh100", resourceslice.Devices(inv, devices.FromInventory(inv), resourceslice.Options{})},
 		{"two slices", syntheticDevices(resourceslice.MaxDevicesPerSlice + 3)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,7 +96,7 @@ func TestCreateInitialSlicesAreAdoptedByTheController(t *testing.T) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode, UID: "node-uid"}})
-			res := resourceslice.DriverResources(testNode, tc.devices)
+			res := resourceslice.DriverResources(testNode, tc.devices, nil)
 
 			created, err := CreateInitialSlices(ctx, client, testDriver, testNode, res)
 			if err != nil {
@@ -164,14 +166,14 @@ func TestCreateInitialSlicesLeavesExistingSlicesToTheController(t *testing.T) {
 	other := existing.DeepCopy()
 	other.Name, other.Spec.NodeName = "00000-gpu.nvidia.com-node-b-x", ptr.To("node-b")
 	client := fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}, existing, other)
-	created, err := CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(2)))
+	created, err := CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(2), nil))
 	if err != nil || created != 0 {
 		t.Fatalf("got %d created, err %v; want none: the node has a slice", created, err)
 	}
 
 	// Another node's slice does not count.
 	client = fakeAPIServer(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}, other)
-	created, err = CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(2)))
+	created, err = CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(2), nil))
 	if err != nil || created != 1 {
 		t.Fatalf("got %d created, err %v; want 1", created, err)
 	}
@@ -180,7 +182,7 @@ func TestCreateInitialSlicesLeavesExistingSlicesToTheController(t *testing.T) {
 func TestCreateInitialSlicesReportsAPIErrors(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client := fakeAPIServer() // no node object
-	_, err := CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(1)))
+	_, err := CreateInitialSlices(ctx, client, testDriver, testNode, resourceslice.DriverResources(testNode, syntheticDevices(1), nil))
 	if err == nil {
 		t.Fatal("no error without the node object")
 	}

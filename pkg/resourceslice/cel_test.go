@@ -9,6 +9,7 @@ import (
 	"k8s.io/apiserver/pkg/cel/environment"
 	dracel "k8s.io/dynamic-resource-allocation/cel"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
@@ -31,12 +32,12 @@ func mixedDevices(t *testing.T) []celDevice {
 	var out []celDevice
 	for _, machine := range mockmachine.Names() {
 		inv := mockInventory(t, machine, "node-"+machine)
-		for i, d := range Devices(inv, Options{PCIeRoot: fakePCIeRoot}) {
+		for i, d := range Devices(inv, devices.FromInventory(inv), Options{PCIeRoot: fakePCIeRoot}) {
 			out = append(out, celDevice{machine: machine, gpu: inv.Devices[i], device: d})
 		}
 	}
-	if len(out) != 32 {
-		t.Fatalf("got %d devices from %v, want 32", len(out), mockmachine.Names())
+	if len(out) != 40 {
+		t.Fatalf("got %d devices from %v, want 40", len(out), mockmachine.Names())
 	}
 	return out
 }
@@ -67,7 +68,7 @@ func TestCELSelectors(t *testing.T) {
 		{`device.attributes["gpu.nvidia.com"].type == "gpu"`, all},
 		{`device.driver == "gpu.nvidia.com"`, all},
 		{`device.attributes["gpu.nvidia.com"].productName.startsWith("NVIDIA H100")`, onMachines("dgxh100")},
-		{`device.attributes["gpu.nvidia.com"].productName.contains("A100")`, onMachines("dgxa100")},
+		{`device.attributes["gpu.nvidia.com"].productName.contains("A100")`, onMachines("dgxa100", "dgxa100-80gb")},
 		{`device.attributes["gpu.nvidia.com"].architecture == "Hopper"`, onMachines("dgxh100", "dgxh200")},
 		{`device.attributes["gpu.nvidia.com"].architecture == "Blackwell"`, onMachines("dgxb200")},
 		{`device.attributes["gpu.nvidia.com"].brand == "Nvidia"`, all},
@@ -75,8 +76,8 @@ func TestCELSelectors(t *testing.T) {
 
 		// Memory: the A100-SXM4-40GB has exactly 40Gi, so ">= 40Gi"
 		// includes it and "> 40Gi" does not.
-		{`device.capacity["gpu.nvidia.com"].memory.compareTo(quantity("80Gi")) >= 0`, onMachines("dgxh100", "dgxh200", "dgxb200")},
-		{`device.capacity["gpu.nvidia.com"].memory.compareTo(quantity("40Gi")) > 0`, onMachines("dgxh100", "dgxh200", "dgxb200")},
+		{`device.capacity["gpu.nvidia.com"].memory.compareTo(quantity("80Gi")) >= 0`, onMachines("dgxa100-80gb", "dgxh100", "dgxh200", "dgxb200")},
+		{`device.capacity["gpu.nvidia.com"].memory.compareTo(quantity("40Gi")) > 0`, onMachines("dgxa100-80gb", "dgxh100", "dgxh200", "dgxb200")},
 		{`device.capacity["gpu.nvidia.com"].memory.compareTo(quantity("40Gi")) >= 0`, all},
 		{`device.capacity["gpu.nvidia.com"].memory.isGreaterThan(quantity("100Gi"))`, onMachines("dgxh200", "dgxb200")},
 		{`device.capacity["gpu.nvidia.com"].memory.isLessThan(quantity("50G"))`, onMachines("dgxa100")},
@@ -85,15 +86,15 @@ func TestCELSelectors(t *testing.T) {
 		{`device.attributes["gpu.nvidia.com"].cudaComputeCapability.isGreaterThan(semver("8.0.0"))`, onMachines("dgxh100", "dgxh200", "dgxb200")},
 		{`device.attributes["gpu.nvidia.com"].cudaComputeCapability.compareTo(semver("9.0.0")) >= 0`, onMachines("dgxh100", "dgxh200", "dgxb200")},
 		{`device.attributes["gpu.nvidia.com"].cudaComputeCapability.compareTo(semver("9.0.0")) == 0`, onMachines("dgxh100", "dgxh200")},
-		{`device.attributes["gpu.nvidia.com"].cudaComputeCapability.isLessThan(semver("9.0.0"))`, onMachines("dgxa100")},
+		{`device.attributes["gpu.nvidia.com"].cudaComputeCapability.isLessThan(semver("9.0.0"))`, onMachines("dgxa100", "dgxa100-80gb")},
 		// 10.0 > 9.0 numerically: a string comparison would get this wrong.
 		{`device.attributes["gpu.nvidia.com"].cudaComputeCapability.isGreaterThan(semver("9.10.0"))`, onMachines("dgxb200")},
 		// The B200 mock's driver is "560.28.03", published as 560.28.3.
 		{`device.attributes["gpu.nvidia.com"].driverVersion.compareTo(semver("560.0.0")) >= 0`, onMachines("dgxb200")},
 		{`device.attributes["gpu.nvidia.com"].driverVersion.isGreaterThan(semver("560.28.2")) && device.attributes["gpu.nvidia.com"].driverVersion.isLessThan(semver("560.28.4"))`, onMachines("dgxb200")},
-		{`device.attributes["gpu.nvidia.com"].driverVersion.isLessThan(semver("550.100.0"))`, onMachines("dgxa100", "dgxh100", "dgxh200")},
+		{`device.attributes["gpu.nvidia.com"].driverVersion.isLessThan(semver("550.100.0"))`, onMachines("dgxa100", "dgxa100-80gb", "dgxh100", "dgxh200")},
 		{`device.attributes["gpu.nvidia.com"].cudaDriverVersion.isGreaterThan(semver("12.4.0"))`, onMachines("dgxb200")},
-		{`device.attributes["gpu.nvidia.com"].cudaDriverVersion.compareTo(semver("12.4.0")) == 0`, onMachines("dgxa100", "dgxh100", "dgxh200")},
+		{`device.attributes["gpu.nvidia.com"].cudaDriverVersion.compareTo(semver("12.4.0")) == 0`, onMachines("dgxa100", "dgxa100-80gb", "dgxh100", "dgxh200")},
 
 		// Ints and the standard PCI attributes. Bus IDs repeat across mock
 		// machines (one per node), so this selects one GPU per node.

@@ -43,20 +43,26 @@ func migDevice(d devices.Device, v driverVersions, opts Options) resourceapi.Dev
 	putString(attrs, AttrProfile, m.Profile)
 	attrs[AttrGPUInstanceID] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(m.GPUInstanceID))}
 	attrs[AttrComputeInstanceID] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(m.ComputeInstanceID))}
-	count := func(n uint32) resourceapi.DeviceCapacity {
-		return resourceapi.DeviceCapacity{Value: *resource.NewQuantity(int64(n), resource.DecimalSI)}
-	}
 	return resourceapi.Device{
 		Name:       d.Name,
 		Attributes: attrs,
-		Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
-			CapacityMemory:          {Value: *resource.NewQuantity(clampInt64(m.MemoryBytes), resource.BinarySI)},
-			CapacityMultiprocessors: count(m.Multiprocessors),
-			CapacityCopyEngines:     count(m.CopyEngines),
-			CapacityDecoders:        count(m.Decoders),
-			CapacityEncoders:        count(m.Encoders),
-			CapacityJPEGEngines:     count(m.JPEGs),
-			CapacityOFAEngines:      count(m.OFAs),
-		},
+		Capacity:   migCapacity(m.MemoryBytes, m.Multiprocessors, m.CopyEngines, m.Decoders, m.Encoders, m.JPEGs, m.OFAs),
+	}
+}
+
+// migCapacity returns the capacities of a MIG device with the given memory
+// and engines.
+func migCapacity(memoryBytes uint64, multiprocessors, copyEngines, decoders, encoders, jpegs, ofas uint32) map[resourceapi.QualifiedName]resourceapi.DeviceCapacity {
+	count := func(n uint32) resourceapi.DeviceCapacity {
+		return resourceapi.DeviceCapacity{Value: *resource.NewQuantity(int64(n), resource.DecimalSI)}
+	}
+	return map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
+		CapacityMemory:          {Value: *resource.NewQuantity(clampInt64(memoryBytes), resource.BinarySI)},
+		CapacityMultiprocessors: count(multiprocessors),
+		CapacityCopyEngines:     count(copyEngines),
+		CapacityDecoders:        count(decoders),
+		CapacityEncoders:        count(encoders),
+		CapacityJPEGEngines:     count(jpegs),
+		CapacityOFAEngines:      count(ofas),
 	}
 }

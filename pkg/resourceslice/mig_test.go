@@ -12,7 +12,7 @@ import (
 
 func TestDevicesMIGMock(t *testing.T) {
 	inv := mockInventory(t, "dgxa100-mig", "node-a")
-	devs := Devices(inv, Options{PCIeRoot: fakePCIeRoot})
+	devs := Devices(inv, devices.FromInventory(inv), Options{PCIeRoot: fakePCIeRoot})
 	byName := map[string]resourceapi.Device{}
 	for _, d := range devs {
 		byName[d.Name] = d
@@ -34,11 +34,12 @@ func TestDevicesMIGMock(t *testing.T) {
 		t.Errorf("gpu-2 (not in MIG mode) missing or not of type gpu")
 	}
 	want := map[string]string{
-		"gpu-0-mig-1g5gb-0":  "1g.5gb",
+		// GPU instance IDs start at 1, as NVML's do.
 		"gpu-0-mig-1g5gb-1":  "1g.5gb",
-		"gpu-0-mig-2g10gb-2": "2g.10gb",
-		"gpu-0-mig-3g20gb-3": "3g.20gb",
-		"gpu-1-mig-7g40gb-0": "7g.40gb",
+		"gpu-0-mig-1g5gb-2":  "1g.5gb",
+		"gpu-0-mig-2g10gb-3": "2g.10gb",
+		"gpu-0-mig-3g20gb-4": "3g.20gb",
+		"gpu-1-mig-7g40gb-1": "7g.40gb",
 	}
 	for name, profile := range want {
 		d, ok := byName[name]
@@ -82,7 +83,7 @@ func TestDevicesMIGMock(t *testing.T) {
 			}
 		}
 	}
-	if q := byName["gpu-0-mig-3g20gb-3"].Capacity[CapacityMultiprocessors]; q.Value.Value() != 42 {
+	if q := byName["gpu-0-mig-3g20gb-4"].Capacity[CapacityMultiprocessors]; q.Value.Value() != 42 {
 		t.Errorf("3g.20gb multiprocessors = %s, want 42 (the A100 profile)", q.Value.String())
 	}
 }

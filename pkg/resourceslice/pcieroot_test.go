@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gpudra/gpudra/pkg/devices"
 )
 
 // fakeSysfs is a sysfs tree in a temp dir, laid out as the kernel does:
@@ -119,7 +121,7 @@ func TestPCIeRootResolverInDevices(t *testing.T) {
 	g := inv.Devices[0]
 	s.device("pci0000:00/"+g.PCIBusID, "0x10de")
 	s.link(g.PCIBusID, "pci0000:00/"+g.PCIBusID)
-	devs := Devices(inv, Options{PCIeRoot: PCIeRootResolver(s.root)})
+	devs := Devices(inv, devices.FromInventory(inv), Options{PCIeRoot: PCIeRootResolver(s.root)})
 	for i, d := range devs {
 		root, ok := d.Attributes[AttrPCIeRoot]
 		if i == 0 {

@@ -45,6 +45,15 @@
 // is published instead, named devices.MIGName(m), with type "mig" (see
 // mig.go for its extra attributes and capacities).
 //
+// A partitionable GPU (devices.Options.Partitionable: dynamic MIG,
+// KEP-4815 partitionable devices) is published as its whole self and one
+// device per MIG profile and placement, named devices.DynamicMIGName, which
+// the driver creates when a claim is prepared. They share the GPU's
+// counter set, "<GPU name>-counter-set", published by CounterSets: the
+// whole GPU consumes all of it, a partition its profile's share and its
+// memory slices, so the scheduler never allocates the whole GPU together
+// with a partition, nor overlapping partitions (see partitions.go).
+//
 // An attribute whose value is unknown (an empty string) or that the API
 // server would reject (a version that cannot be expressed as semver 2.0.0,
 // a string longer than
@@ -170,40 +179,52 @@ func PCIeRootResolver(sysfsRoot string) func(busID string) (string, error) {
 	}
 }
 
-// Devices returns one device per preparable device of inv
-// (devices.FromInventory), in that order: the GPUs not in MIG mode in
-// inv.Devices order (NVML index order), then the MIG devices, with the
-// attributes and capacities described in the package documentation.
-// Attributes that are driver-wide (driverVersion, cudaDriverVersion) are
-// repeated on every device. A nil inv or one without devices gives an
+// Devices returns one published device per device of set, in the set's
+// publication order (devices.FromInventory: the GPUs not in MIG mode in
+// NVML index order, then the MIG devices; devices.FromInventoryWith puts a
+// partitionable GPU's whole self and its partitions in the GPU's place),
+// with the attributes and capacities described in the package
+// documentation; a partitionable GPU and its partitions also consume the
+// GPU's counters (see CounterSets). inv gives only the driver-wide
+// attributes (driverVersion, cudaDriverVersion), repeated on every device;
+// a nil inv leaves them out. A nil set, or one without devices, gives an
 // empty, non-nil result.
 //
-// The result shares no memory with inv, and each call returns fresh values:
-// the caller may modify them (for example add Taints).
-func Devices(inv *inventory.Inventory, opts Options) []resourceapi.Device {
-	if inv == nil {
+// The result shares no memory with inv or set, and each call returns fresh
+// values: the caller may modify them (for example add Taints).
+func Devices(inv *inventory.Inventory, set *devices.Set, opts Options) []resourceapi.Device {
+	if set == nil {
 		return []resourceapi.Device{}
 	}
 	// Driver-wide values are computed once. Each device still gets its own
 	// copy of every pointer so that devices can be mutated independently.
 	var v driverVersions
-	v.driver, v.driverOK = semverOf(inv.DriverVersion)
-	v.cuda, v.cudaOK = semverOf(inv.CUDADriverVersion)
+	if inv != nil {
+		v.driver, v.driverOK = semverOf(inv.DriverVersion)
+		v.cuda, v.cudaOK = semverOf(inv.CUDADriverVersion)
+	}
 
-	preparable := devices.FromInventory(inv).All()
+	preparable := set.All()
+	counters, _ := partitionCounters(preparable)
 	out := make([]resourceapi.Device, 0, len(preparable))
 	for _, d := range preparable {
-		switch d.Kind {
-		case devices.KindGPU:
-			out = append(out, resourceapi.Device{
+		switch {
+		case d.Kind == devices.KindGPU:
+			dev := resourceapi.Device{
 				Name:       d.Name,
 				Attributes: gpuAttributes(d.GPU, v, opts),
 				Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
 					CapacityMemory: {Value: *resource.NewQuantity(clampInt64(d.GPU.MemoryBytes), resource.BinarySI)},
 				},
-			})
-		case devices.KindMIG:
+			}
+			if c, ok := counters[d.GPU.UUID]; ok && d.Partitionable {
+				dev.ConsumesCounters = []resourceapi.DeviceCounterConsumption{{CounterSet: c.setName, Counters: c.all()}}
+			}
+			out = append(out, dev)
+		case d.Kind == devices.KindMIG && d.MIG != nil:
 			out = append(out, migDevice(d, v, opts))
+		case d.Kind == devices.KindMIG && d.Dynamic != nil:
+			out = append(out, dynamicMIGDevice(d, counters[d.GPU.UUID].setName, v, opts))
 		}
 	}
 	return out
@@ -254,36 +275,50 @@ func putBusAttributes(attrs map[resourceapi.QualifiedName]resourceapi.DeviceAttr
 	}
 }
 
+// MaxCounterSetsPerSlice is the API limit on counter sets in one
+// ResourceSlice.
+const MaxCounterSetsPerSlice = resourceapi.ResourceSliceMaxCounterSets // 8
+
 // DriverResources returns what the kubeletplugin helper publishes for
-// nodeName: a single pool, named nodeName, holding devices split into
-// ResourceSlices.
+// nodeName: a single pool, named nodeName, holding counters and devices
+// split into ResourceSlices.
 //
-// Devices keep the order in which they are given (put preferred devices
-// first: the allocator is first-fit over slices and devices) and are packed
-// greedily: every slice but the last is full. A slice holds at most
-// MaxDevicesPerSlice devices, or MaxDevicesPerSliceWithTaintsOrCounters when
-// any of the given devices has taints, consumes counters or has a list-typed
-// attribute (the limit is chosen once for the whole pool so that tainting one
-// device does not reshuffle only some slices). Every device appears in
-// exactly one slice. With no devices the pool has a single empty slice,
+// A ResourceSlice holds either counter sets or devices, never both (an API
+// rule), so the counter sets (CounterSets) come first, in their order, in
+// slices of at most MaxCounterSetsPerSlice, and the devices follow in
+// slices of their own. Devices keep the order in which they are given (put
+// preferred devices first: the allocator is first-fit over slices and
+// devices) and are packed greedily: every device slice but the last is
+// full. A slice holds at most MaxDevicesPerSlice devices, or
+// MaxDevicesPerSliceWithTaintsOrCounters when any of the given devices has
+// taints, consumes counters or has a list-typed attribute (the limit is
+// chosen once for the whole pool so that tainting one device does not
+// reshuffle only some slices). Every counter set and every device appears
+// in exactly one slice, and the same input always gives the same slices.
+// With neither devices nor counters the pool has a single empty slice,
 // which tells the scheduler that the driver runs but the node has no GPU.
 //
-// The slices hold copies of the device structs (maps and pointers inside
-// them are shared with the caller); the devices are not validated.
-func DriverResources(nodeName string, devices []resourceapi.Device) draresourceslice.DriverResources {
+// The slices hold copies of the device and counter set structs (maps and
+// pointers inside them are shared with the caller); neither the devices
+// nor the counter sets are validated, nor that every counter set a device
+// consumes is given.
+func DriverResources(nodeName string, devices []resourceapi.Device, counters []resourceapi.CounterSet) draresourceslice.DriverResources {
 	limit := MaxDevicesPerSlice
 	if slices.ContainsFunc(devices, usesAdvancedFeatures) {
 		limit = MaxDevicesPerSliceWithTaintsOrCounters
 	}
 
 	var pool draresourceslice.Pool
-	if len(devices) == 0 {
+	pool.Slices = make([]draresourceslice.Slice, 0,
+		(len(counters)+MaxCounterSetsPerSlice-1)/MaxCounterSetsPerSlice+(len(devices)+limit-1)/limit)
+	for chunk := range slices.Chunk(counters, MaxCounterSetsPerSlice) {
+		pool.Slices = append(pool.Slices, draresourceslice.Slice{SharedCounters: slices.Clone(chunk)})
+	}
+	for chunk := range slices.Chunk(devices, limit) {
+		pool.Slices = append(pool.Slices, draresourceslice.Slice{Devices: slices.Clone(chunk)})
+	}
+	if len(pool.Slices) == 0 {
 		pool.Slices = []draresourceslice.Slice{{}}
-	} else {
-		pool.Slices = make([]draresourceslice.Slice, 0, (len(devices)+limit-1)/limit)
-		for chunk := range slices.Chunk(devices, limit) {
-			pool.Slices = append(pool.Slices, draresourceslice.Slice{Devices: slices.Clone(chunk)})
-		}
 	}
 	return draresourceslice.DriverResources{
 		Pools: map[string]draresourceslice.Pool{nodeName: pool},

@@ -107,9 +107,10 @@ func boolAttr(t *testing.T, d resourceapi.Device, name resourceapi.QualifiedName
 
 // wantVersions holds what the go-nvml mock machines report, in semver form.
 var wantVersions = map[string]struct{ driver, cuda, cc, arch, product string }{
-	"dgxa100": {"550.54.15", "12.4.0", "8.0.0", "Ampere", "Mock NVIDIA A100-SXM4-40GB"},
-	"dgxh100": {"550.54.15", "12.4.0", "9.0.0", "Hopper", "NVIDIA H100 80GB HBM3"},
-	"dgxh200": {"550.54.15", "12.4.0", "9.0.0", "Hopper", "NVIDIA H200 141GB HBM3e"},
+	"dgxa100":      {"550.54.15", "12.4.0", "8.0.0", "Ampere", "Mock NVIDIA A100-SXM4-40GB"},
+	"dgxa100-80gb": {"550.54.15", "12.4.0", "8.0.0", "Ampere", "NVIDIA A100-SXM4-80GB"},
+	"dgxh100":      {"550.54.15", "12.4.0", "9.0.0", "Hopper", "NVIDIA H100 80GB HBM3"},
+	"dgxh200":      {"550.54.15", "12.4.0", "9.0.0", "Hopper", "NVIDIA H200 141GB HBM3e"},
 	// The B200 mock reports driver "560.28.03": the leading zero is not
 	// valid semver and must be stripped.
 	"dgxb200": {"560.28.3", "12.6.0", "10.0.0", "Blackwell", "NVIDIA B200 180GB HBM3e"},
@@ -123,7 +124,7 @@ func TestDevicesOnMockMachines(t *testing.T) {
 				t.Fatalf("no expectations for mock machine %q", machine)
 			}
 			inv := mockInventory(t, machine, "node-1")
-			devs := Devices(inv, Options{PCIeRoot: fakePCIeRoot})
+			devs := Devices(inv, devices.FromInventory(inv), Options{PCIeRoot: fakePCIeRoot})
 			if len(devs) != len(inv.Devices) || len(devs) != 8 {
 				t.Fatalf("got %d devices for %d GPUs, want 8", len(devs), len(inv.Devices))
 			}
@@ -252,7 +253,7 @@ func TestDevicesPCIAttributes(t *testing.T) {
 	inv := mockInventory(t, "dgxh100", "node-1")
 
 	t.Run("nil resolver leaves pcieRoot out", func(t *testing.T) {
-		for _, d := range Devices(inv, Options{}) {
+		for _, d := range Devices(inv, devices.FromInventory(inv), Options{}) {
 			if _, ok := d.Attributes[AttrPCIeRoot]; ok {
 				t.Errorf("%s: pcieRoot published without a resolver", d.Name)
 			}
@@ -274,7 +275,7 @@ func TestDevicesPCIAttributes(t *testing.T) {
 			}
 			return "ignored", errors.New("not in sysfs")
 		}}
-		devs := Devices(inv, opts)
+		devs := Devices(inv, devices.FromInventory(inv), opts)
 		if calls != len(inv.Devices) {
 			t.Errorf("resolver called %d times, want once per device (%d)", calls, len(inv.Devices))
 		}
@@ -297,7 +298,7 @@ func TestDevicesPCIAttributes(t *testing.T) {
 			},
 		}
 		called := map[string]bool{}
-		devs := Devices(inv, Options{PCIeRoot: func(busID string) (string, error) {
+		devs := Devices(inv, devices.FromInventory(inv), Options{PCIeRoot: func(busID string) (string, error) {
 			called[busID] = true
 			return "pci0000:00", nil
 		}})
@@ -323,7 +324,7 @@ func TestDevicesPCIAttributes(t *testing.T) {
 	t.Run("sysfs resolver", func(t *testing.T) {
 		// The mock bus IDs may or may not exist on the test host; only
 		// check that the default never publishes something invalid.
-		for _, d := range Devices(inv, DefaultOptions()) {
+		for _, d := range Devices(inv, devices.FromInventory(inv), DefaultOptions()) {
 			if a, ok := d.Attributes[AttrPCIeRoot]; ok && !strings.HasPrefix(*a.StringValue, "pci") {
 				t.Errorf("%s: pcieRoot %q", d.Name, *a.StringValue)
 			}
@@ -387,7 +388,7 @@ func TestDevicesDriverVersions(t *testing.T) {
 		{"garbage", "", "", ""},
 	} {
 		inv := &inventory.Inventory{DriverVersion: tc.driver, CUDADriverVersion: tc.cuda, Devices: gpus}
-		d := Devices(inv, Options{})[0]
+		d := Devices(inv, devices.FromInventory(inv), Options{})[0]
 		for _, c := range []struct {
 			name resourceapi.QualifiedName
 			want string
@@ -411,11 +412,23 @@ func TestDevicesDriverVersions(t *testing.T) {
 }
 
 func TestDevicesEdgeCases(t *testing.T) {
-	if got := Devices(nil, Options{}); got == nil || len(got) != 0 {
+	if got := Devices(nil, devices.FromInventory(nil), Options{}); got == nil || len(got) != 0 {
 		t.Errorf("Devices(nil) = %#v, want empty non-nil", got)
 	}
-	if got := Devices(&inventory.Inventory{}, Options{}); got == nil || len(got) != 0 {
+	if got := Devices(&inventory.Inventory{}, devices.FromInventory(&inventory.Inventory{}), Options{}); got == nil || len(got) != 0 {
 		t.Errorf("Devices(empty) = %#v, want empty non-nil", got)
+	}
+	h100, _ := h100Node(2)
+	if got := Devices(h100, nil, Options{}); got == nil || len(got) != 0 {
+		t.Errorf("Devices(inv, nil) = %#v, want empty non-nil", got)
+	}
+	// Without the inventory, the driver-wide attributes are unknown.
+	for _, d := range Devices(nil, devices.FromInventory(h100), Options{}) {
+		_, driver := d.Attributes[AttrDriverVersion]
+		_, cuda := d.Attributes[AttrCUDADriverVersion]
+		if driver || cuda || d.Attributes[AttrUUID].StringValue == nil {
+			t.Errorf("Devices(nil, set): %s has attributes %v", d.Name, d.Attributes)
+		}
 	}
 
 	// Empty and over-long strings are left out instead of making the
@@ -424,7 +437,7 @@ func TestDevicesEdgeCases(t *testing.T) {
 		Index:       3,
 		ProductName: strings.Repeat("x", resourceapi.DeviceAttributeMaxValueLength+1),
 	}}}
-	d := Devices(inv, Options{})[0]
+	d := Devices(inv, devices.FromInventory(inv), Options{})[0]
 	for _, name := range []resourceapi.QualifiedName{AttrUUID, AttrProductName, AttrBrand, AttrArchitecture, AttrCUDAComputeCapability, AttrPCIBusID} {
 		if _, ok := d.Attributes[name]; ok {
 			t.Errorf("%s published for an unknown or invalid value", name)
@@ -441,7 +454,7 @@ func TestDevicesEdgeCases(t *testing.T) {
 
 func TestDevicesAreIndependent(t *testing.T) {
 	inv := mockInventory(t, "dgxh100", "node-1")
-	devs := Devices(inv, Options{})
+	devs := Devices(inv, devices.FromInventory(inv), Options{})
 	*devs[0].Attributes[AttrDriverVersion].VersionValue = "1.2.3"
 	*devs[0].Attributes[AttrType].StringValue = "changed"
 	devs[0].Attributes[AttrUUID] = resourceapi.DeviceAttribute{}
@@ -451,7 +464,7 @@ func TestDevicesAreIndependent(t *testing.T) {
 	if got := stringAttr(t, devs[1], AttrType); got != "gpu" {
 		t.Errorf("devices share the type value: %q", got)
 	}
-	again := Devices(inv, Options{})
+	again := Devices(inv, devices.FromInventory(inv), Options{})
 	if got := versionAttr(t, again[0], AttrDriverVersion); got != "550.54.15" {
 		t.Errorf("Devices calls share values: %q", got)
 	}
@@ -474,7 +487,7 @@ func syntheticDevices(n int) []resourceapi.Device {
 // limit devices per slice, and returns the slice sizes.
 func checkPool(t *testing.T, node string, got []resourceapi.Device, want []resourceapi.Device, limit int) []int {
 	t.Helper()
-	res := DriverResources(node, got)
+	res := DriverResources(node, got, nil)
 	if len(res.Pools) != 1 {
 		t.Fatalf("%d pools, want 1", len(res.Pools))
 	}
@@ -517,7 +530,8 @@ func checkPool(t *testing.T, node string, got []resourceapi.Device, want []resou
 
 func TestDriverResources(t *testing.T) {
 	t.Run("one DGX fits one slice", func(t *testing.T) {
-		devs := Devices(mockInventory(t, "dgxh100", "node-1"), Options{})
+		inv := mockInventory(t, "dgxh100", "node-1")
+		devs := Devices(inv, devices.FromInventory(inv), Options{})
 		sizes := checkPool(t, "node-1", devs, devs, MaxDevicesPerSlice)
 		if len(sizes) != 1 || sizes[0] != 8 {
 			t.Errorf("slice sizes %v, want [8]", sizes)
@@ -564,8 +578,8 @@ func TestDriverResources(t *testing.T) {
 
 	t.Run("stable and independent of the input slice", func(t *testing.T) {
 		devs := syntheticDevices(200)
-		a := DriverResources("n", devs)
-		b := DriverResources("n", devs)
+		a := DriverResources("n", devs, nil)
+		b := DriverResources("n", devs, nil)
 		if fmt.Sprint(a) != fmt.Sprint(b) {
 			t.Error("two calls with the same input differ")
 		}
@@ -580,7 +594,7 @@ func BenchmarkDriverResources(b *testing.B) {
 	inv := mockInventory(b, "dgxh100", "bench")
 	b.ReportAllocs()
 	for b.Loop() {
-		res := DriverResources("node-1", Devices(inv, Options{PCIeRoot: fakePCIeRoot}))
+		res := DriverResources("node-1", Devices(inv, devices.FromInventory(inv), Options{PCIeRoot: fakePCIeRoot}), nil)
 		if len(res.Pools["node-1"].Slices[0].Devices) != 8 {
 			b.Fatal("wrong device count")
 		}

@@ -71,10 +71,10 @@ func TestWithTaintsCopiesAndSplitsSlices(t *testing.T) {
 
 	// The same devices fill one slice untainted, but slices of at most 64
 	// devices once a health taint is on any of them.
-	if got := sliceSizes(DriverResources("node-a", WithTaints(devices[4:], nil))); len(got) != 1 || got[0] != 96 {
+	if got := sliceSizes(DriverResources("node-a", WithTaints(devices[4:], nil), nil)); len(got) != 1 || got[0] != 96 {
 		t.Errorf("untainted slice sizes = %v, want [96]", got)
 	}
-	if got := sliceSizes(DriverResources("node-a", tainted)); len(got) != 2 || got[0] != 64 || got[1] != 36 {
+	if got := sliceSizes(DriverResources("node-a", tainted, nil)); len(got) != 2 || got[0] != 64 || got[1] != 36 {
 		t.Errorf("tainted slice sizes = %v, want [64 36]", got)
 	}
 }

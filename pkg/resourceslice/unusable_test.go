@@ -8,6 +8,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	resourceapi "k8s.io/api/resource/v1"
 
+	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/inventory"
 )
 
@@ -23,7 +24,7 @@ func TestUnusableDevices(t *testing.T) {
 			Err: fmt.Errorf("GPU 5: reading memory info: %w", nvml.ERROR_GPU_IS_LOST)},
 		{Index: 8, Minor: -1, Err: fmt.Errorf("GPU 8: reading UUID: %w", nvml.ERROR_UNKNOWN)},
 	}
-	for _, d := range Devices(inv, Options{}) {
+	for _, d := range Devices(inv, devices.FromInventory(inv), Options{}) {
 		if d.Name == "gpu-5" || d.Name == "gpu-8" {
 			t.Errorf("Devices publishes the unusable %s", d.Name)
 		}
@@ -74,8 +75,8 @@ func TestUnusableDevices(t *testing.T) {
 		t.Errorf("health taints replace the unusable taint: %+v", tainted[0].Taints)
 	}
 	// A pool with one tainted device uses the lower per-slice limit.
-	all := append(Devices(inv, Options{}), devs...)
-	res := DriverResources("node-1", all)
+	all := append(Devices(inv, devices.FromInventory(inv), Options{}), devs...)
+	res := DriverResources("node-1", all, nil)
 	if n := len(res.Pools["node-1"].Slices); n != 1 {
 		t.Errorf("%d slices for %d devices", n, len(all))
 	}
