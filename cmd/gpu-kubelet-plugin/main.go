@@ -58,6 +58,7 @@ func run(args []string) error {
 	f.Int(&o.kubeAPIBurst, "kube-api-burst", "KUBE_API_BURST", 400, "burst of the API client")
 	f.Duration(&o.cfg.Health.ResendInterval, "health-resend-interval", "HEALTH_RESEND_INTERVAL", 15*time.Second, "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
 	f.Duration(&o.cfg.StaleClaims.GracePeriod, "stale-claim-grace-period", "STALE_CLAIM_GRACE_PERIOD", 5*time.Minute, "how long a claim stays prepared before the periodic check unprepares it if the API server no longer has it for this node (deleted, or deallocated); 0 turns the check off (a prepare that needs a device of such a claim still unprepares it)")
+	f.Bool(&o.cfg.DynamicMIG.Enabled, "dynamic-mig", "DYNAMIC_MIG", false, "partition MIG-capable GPUs on demand (KEP-4815 partitionable devices): publish each with a counter set, one device per MIG profile and placement and, where it can leave MIG mode without a reset, itself whole; a prepare creates the allocated MIG device and an unprepare destroys it. GPUs holding MIG devices made outside the driver are left alone (published as static MIG devices)")
 	f.Duration(&o.cfg.DriverWatchInterval, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
 	var healthFlags health.Flags
 	healthFlags.AddFlags(f)

@@ -184,9 +184,10 @@ func (n *Node) Close() {
 
 // DeviceEdits returns the container edits of every preparable device: the
 // GPUs' (Edits) and those of the MIG devices, whose capability device nodes
-// come from the backend. Needs Options.Edits.
-func (n *Node) DeviceEdits() (cdi.DeviceEdits, error) {
-	if len(n.Inventory.MIGDevices) == 0 {
+// come from the backend. With dynamicMIG the result also gives the edits
+// of MIG devices made later (cdi.MIGEdits). Needs Options.Edits.
+func (n *Node) DeviceEdits(dynamicMIG bool) (cdi.DeviceEdits, error) {
+	if len(n.Inventory.MIGDevices) == 0 && !dynamicMIG {
 		return n.Edits, nil
 	}
 	migs := make([]cdi.MIGDevice, 0, len(n.Inventory.MIGDevices))
@@ -197,7 +198,12 @@ func (n *Node) DeviceEdits() (cdi.DeviceEdits, error) {
 	caps, err := n.Backend.MIGCaps(n.Inventory, n.Roots.MockHostRoot)
 	if err == nil {
 		var out cdi.DeviceEdits
-		if out, err = cdi.WithMIGCaps(n.Edits, migs, caps); err == nil {
+		if dynamicMIG {
+			out, err = cdi.WithDynamicMIGCaps(n.Edits, migs, caps)
+		} else {
+			out, err = cdi.WithMIGCaps(n.Edits, migs, caps)
+		}
+		if err == nil {
 			return out, nil
 		}
 	}

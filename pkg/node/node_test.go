@@ -83,7 +83,7 @@ func TestDeviceEditsAddMIGDevices(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		src, err := n.DeviceEdits()
+		src, err := n.DeviceEdits(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func TestDeviceEditsAddMIGDevices(t *testing.T) {
 	}
 	defer mock.Close()
 	real := &Node{Backend: realBackend{}, Inventory: mock.Inventory}
-	if _, err := real.DeviceEdits(); err == nil || !strings.Contains(err.Error(), "mig-minors") {
+	if _, err := real.DeviceEdits(false); err == nil || !strings.Contains(err.Error(), "mig-minors") {
 		t.Errorf("real backend without %s: %v", cdi.MIGMinorsPath, err)
 	}
 }

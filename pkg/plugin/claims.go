@@ -22,32 +22,44 @@ import (
 // directory and the MPS daemons in line with them. It returns before
 // anything serves the kubelet: no prepare runs while the MPS sweep decides
 // which daemons belong to no prepared claim.
-func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Metrics) (*claimstate.State, error) {
+//
+// With dynamic MIG on it decides first which GPUs are partitioned on demand
+// (openDynamicMIG, which replaces n.Devices), from the MIG devices that
+// the recorded claims name.
+func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Metrics) (*claimstate.State, *dynamicMIG, error) {
 	logger := klog.FromContext(ctx)
 	naming := cdi.NewNaming(cfg.DriverName)
 	specDir, err := cdi.NewSpecDir(cfg.Node.CDIRoot, naming)
 	if err != nil {
-		return nil, fmt.Errorf("CDI root %s: %w", cfg.Node.CDIRoot, err)
+		return nil, nil, fmt.Errorf("CDI root %s: %w", cfg.Node.CDIRoot, err)
 	}
 	dataDir := cfg.PluginDataDir()
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("creating the plugin data directory: %w", err)
+		return nil, nil, fmt.Errorf("creating the plugin data directory: %w", err)
 	}
 	store, err := checkpoint.NewStore(filepath.Join(dataDir, "claims"))
 	if err != nil {
-		return nil, fmt.Errorf("opening the claim checkpoint: %w", err)
+		return nil, nil, fmt.Errorf("opening the claim checkpoint: %w", err)
+	}
+	dm, err := openDynamicMIG(ctx, cfg, n, store)
+	if err != nil {
+		return nil, nil, err
+	}
+	var migDevices claimstate.MIGDevices
+	if dm != nil {
+		migDevices = dm.manager
 	}
 	bootID, err := readBootID(cfg.BootIDPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	claimEdits, err := n.DeviceEdits()
+	claimEdits, err := n.DeviceEdits(cfg.DynamicMIG.Enabled)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mpsManager, err := NewMPSManager(ctx, cfg, n)
 	if err != nil {
-		return nil, fmt.Errorf("MPS sharing: %w", err)
+		return nil, nil, fmt.Errorf("MPS sharing: %w", err)
 	}
 	// The time slicer reads the recorded claims of the state created
 	// below; it does so only in Undo, which nothing calls before New returns.
@@ -57,9 +69,10 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Devices: n.Devices, Edits: claimEdits,
 		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier,
 		LookupClaim: lookupClaim(cfg.KubeClient), OnStaleClaim: staleClaimReporter(cfg.KubeClient, cfg.NodeName, m),
+		MIG: migDevices,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, le := range loadErrs {
 		m.CheckpointErrors.Inc()
@@ -71,12 +84,13 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 		logger.Error(err, "Reconciling checkpoint and CDI directory")
 	}
 	logger.Info("Reconciled checkpoint and CDI directory", "preparedClaims", len(state.PreparedClaims()),
-		"specsRecreated", report.SpecsRecreated, "orphansRemoved", report.OrphansRemoved, "fromPreviousBoot", report.FromPreviousBoot, "sharingReapplied", report.SharingReapplied)
+		"specsRecreated", report.SpecsRecreated, "orphansRemoved", report.OrphansRemoved, "fromPreviousBoot", report.FromPreviousBoot, "sharingReapplied", report.SharingReapplied,
+		"migRolledBack", report.MIGRolledBack, "migRecreated", report.MIGRecreated, "unpreparesFinished", report.UnpreparesFinished)
 	m.PreparedClaims.Set(float64(len(state.PreparedClaims())))
 	sweepCtx, cancelSweep := context.WithTimeout(ctx, 10*time.Second)
 	sweepMPS(sweepCtx, mpsManager, state)
 	cancelSweep()
-	return state, nil
+	return state, dm, nil
 }
 
 func readBootID(path string) (string, error) {

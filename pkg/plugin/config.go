@@ -40,6 +40,9 @@ type Config struct {
 	// StaleClaims configures the sweep of recorded claims that are gone
 	// from the API server (see stale.go); a zero value turns it off.
 	StaleClaims StaleClaimsConfig
+	// DynamicMIG configures MIG devices made on demand (see
+	// dynamicmig.go); a zero value turns it off.
+	DynamicMIG DynamicMIGConfig
 }
 
 // StaleClaimsConfig configures the periodic sweep of stale claims: claims

@@ -82,7 +82,7 @@ func setupHealth(ctx context.Context, cfg Config, n *node.Node, devices []resour
 	if err != nil {
 		return nil, fmt.Errorf("--health-taint-effect: %w", err)
 	}
-	w, err := newHealthWiring(cfg.DriverName, cfg.NodeName, n.NVML, n.Inventory, devices, effect, m, n.HealthOptions(cfg.Health.Monitor))
+	w, err := newHealthWiring(cfg.DriverName, cfg.NodeName, n.NVML, n.Inventory, n.Devices, devices, effect, m, n.HealthOptions(cfg.Health.Monitor))
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,9 @@ func setupHealth(ctx context.Context, cfg Config, n *node.Node, devices []resour
 	return w, nil
 }
 
-func newHealthWiring(driverName, poolName string, lib nvml.Interface, inv *inventory.Inventory, devices []resourceapi.Device,
+// preparable are the node's devices (a GPU's partitions, made on demand or
+// not, share its health); devices are those published.
+func newHealthWiring(driverName, poolName string, lib nvml.Interface, inv *inventory.Inventory, preparable *nodedevices.Set, devices []resourceapi.Device,
 	effect resourceapi.DeviceTaintEffect, m *metrics.Metrics, opts health.Options) (*healthWiring, error) {
 	w := &healthWiring{
 		driverName: driverName, poolName: poolName, devices: devices, effect: effect, metrics: m,
@@ -107,7 +109,6 @@ func newHealthWiring(driverName, poolName string, lib nvml.Interface, inv *inven
 			w.uuidOf[name] = gpuUUID
 		}
 	}
-	preparable := nodedevices.FromInventory(inv)
 	for _, g := range inv.Devices {
 		for _, d := range preparable.OfGPU(g.UUID) {
 			add(g.UUID, d.Name)

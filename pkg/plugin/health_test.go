@@ -99,6 +99,13 @@ func newHealthEnv(t *testing.T, effect resourceapi.DeviceTaintEffect, opts healt
 
 func newHealthEnvOn(t *testing.T, machine string, effect resourceapi.DeviceTaintEffect, opts health.Options) *healthEnv {
 	t.Helper()
+	return newHealthEnvWith(t, machine, false, effect, opts)
+}
+
+// newHealthEnvWith is newHealthEnvOn; with partitionable, every GPU of the
+// machine is published partitionable (dynamic MIG).
+func newHealthEnvWith(t *testing.T, machine string, partitionable bool, effect resourceapi.DeviceTaintEffect, opts health.Options) *healthEnv {
+	t.Helper()
 	lib, inv := mockmachinetest.Machine(t, machine, "node-a")
 	ev, err := mockmachine.InstallEvents(lib)
 	if err != nil {
@@ -107,15 +114,24 @@ func newHealthEnvOn(t *testing.T, machine string, effect resourceapi.DeviceTaint
 	if opts.Probe == nil {
 		opts.Probe = ev.Probe
 	}
-	devices := resourceslice.Devices(inv, devices.FromInventory(inv), resourceslice.Options{})
+	set := devices.FromInventory(inv)
+	if partitionable {
+		layouts, errs := inventory.DiscoverMIGLayouts(lib, inv)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		set = devices.FromInventoryWith(inv, devices.Options{Partitionable: layouts})
+	}
+	devices := resourceslice.Devices(inv, set, resourceslice.Options{})
 	opts.ProbeInterval, opts.WaitTimeout = 50*time.Millisecond, 20*time.Millisecond
 	opts.InitialBackoff, opts.MaxBackoff = 5*time.Millisecond, 20*time.Millisecond
 	m := metrics.New()
-	w, err := newHealthWiring("gpu.nvidia.com", "node-a", lib, inv, devices, effect, m, opts)
+	w, err := newHealthWiring("gpu.nvidia.com", "node-a", lib, inv, set, devices, effect, m, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.retryInitial, w.retryMax = 5*time.Millisecond, 20*time.Millisecond
+	w.counters = resourceslice.CounterSets(set)
 	names := make([]string, 0, len(devices))
 	for _, d := range devices {
 		names = append(names, d.Name)
@@ -522,5 +538,43 @@ func TestXIDOnAGPUInMIGModeTaintsItsMIGDevices(t *testing.T) {
 		if !slices.Contains(migOfGPU0, name) && d.Health != kubeletplugin.HealthStatusHealthy {
 			t.Errorf("%s: health %s, want Healthy", name, d.Health)
 		}
+	}
+}
+
+// A partitionable GPU's partitions (MIG devices made on demand) share its
+// health: an XID on the GPU taints the whole GPU and every partition of it,
+// and nothing of the other GPUs.
+func TestXIDOnAPartitionableGPUTaintsItsPartitions(t *testing.T) {
+	e := newHealthEnvWith(t, "dgxh100", true, resourceapi.DeviceTaintEffectNoSchedule, health.Options{})
+	var ofGPU3 []string
+	for _, d := range e.wiring.devices {
+		if d.Name == "gpu-3" || strings.HasPrefix(d.Name, "gpu-3-mig-") {
+			ofGPU3 = append(ofGPU3, d.Name)
+		}
+	}
+	if len(ofGPU3) != 26 {
+		t.Fatalf("GPU 3 is published as %d devices, want the whole GPU and its 25 partitions: %v", len(ofGPU3), ofGPU3)
+	}
+	e.start(t)
+	e.waitRegistered(t, 3)
+	if _, err := e.ev.InjectXID("3", 79); err != nil {
+		t.Fatal(err)
+	}
+	taints := e.waitTaints(t, "xid-79 taints on GPU 3 and its partitions", func(taints map[string][]resourceapi.DeviceTaint) bool {
+		return len(taints) == len(ofGPU3)
+	})
+	for _, name := range ofGPU3 {
+		if ts := taints[name]; len(ts) != 1 || ts[0].Value != "xid-79" {
+			t.Errorf("%s: taints %v, want xid-79", name, ts)
+		}
+	}
+	// The republished slices keep the counter sets.
+	_, pub := e.pub.state()
+	counters := 0
+	for _, sl := range pub[len(pub)-1].Pools["node-a"].Slices {
+		counters += len(sl.SharedCounters)
+	}
+	if counters != 8 {
+		t.Errorf("republished slices hold %d counter sets, want 8", counters)
 	}
 }

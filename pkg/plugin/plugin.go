@@ -43,6 +43,8 @@ type Plugin struct {
 	devices []resourceapi.Device
 	// counters are the counter sets the devices consume.
 	counters []resourceapi.CounterSet
+	// dynamicMIG is nil unless MIG devices are made on demand.
+	dynamicMIG *dynamicMIG
 }
 
 // Start brings the plugin up and returns once it serves the kubelet. On a
@@ -86,7 +88,7 @@ func Start(ctx context.Context, cfg Config) (_ *Plugin, finalErr error) {
 	}
 	p.node = n
 	reportUnusableGPUs(ctx, cfg.KubeClient, cfg.NodeName, cfg.DriverName, n.Inventory, p.metrics)
-	if p.state, err = openClaimState(ctx, cfg, n, p.metrics); err != nil {
+	if p.state, p.dynamicMIG, err = openClaimState(ctx, cfg, n, p.metrics); err != nil {
 		return nil, err
 	}
 	if err := p.serveMetrics(); err != nil {
@@ -130,8 +132,11 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 	sliceOpts := resourceslice.Options{PCIeRoot: p.node.PCIeRoot()}
 	// The GPUs NVML cannot use come last, tainted (see
 	// resourceslice.UnusableDevices).
-	set := nodedevices.FromInventory(p.node.Inventory)
-	devices := append(resourceslice.Devices(p.node.Inventory, set, sliceOpts), resourceslice.UnusableDevices(p.node.Inventory, cfg.DriverName, sliceOpts)...)
+	// The node's devices are those openDynamicMIG decided on, with the
+	// taints of GPUs whose MIG mode waits for a reset.
+	set := p.node.Devices
+	devices := resourceslice.WithTaints(resourceslice.Devices(p.node.Inventory, set, sliceOpts), p.dynamicMIG.pendingTaints(cfg.DriverName, set))
+	devices = append(devices, resourceslice.UnusableDevices(p.node.Inventory, cfg.DriverName, sliceOpts)...)
 	p.devices, p.counters = devices, resourceslice.CounterSets(set)
 	names := make([]string, 0, len(devices))
 	for _, d := range devices {

@@ -184,6 +184,8 @@ plugin's own variables.
   value: {{ .Values.health.taintEffect | quote }}
 - name: STALE_CLAIM_GRACE_PERIOD
   value: {{ .Values.staleClaims.gracePeriod | quote }}
+- name: DYNAMIC_MIG
+  value: {{ .Values.dynamicMIG.enabled | quote }}
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef:
