@@ -47,7 +47,11 @@ func newDynamicMIGEnv(t *testing.T) *dynamicEnv {
 		t.Fatal(err)
 	}
 	e.migEdits = withMIG
-	m := migmanager.New(lib, migmanager.Options{})
+	leave := map[string]bool{}
+	for uuid := range layouts {
+		leave[uuid] = true
+	}
+	m := migmanager.New(lib, migmanager.Options{LeaveMIGModeWhenEmpty: leave})
 	e.mig = m
 	e.restart()
 	return &dynamicEnv{env: e, lib: lib, manager: m}
@@ -193,6 +197,15 @@ func TestDynamicMIGWholeGPUSwitchesMIGModeOff(t *testing.T) {
 	}
 	if err := e.state.Unprepare(e.ctx, "default", "mig", "uid-1"); err != nil {
 		t.Fatal(err)
+	}
+	// The GPU's last MIG device gone, it is back out of MIG mode.
+	if cur, _, _ := h.GetMigMode(); cur != nvml.DEVICE_MIG_DISABLE {
+		t.Errorf("MIG mode after the last partition's unprepare = %d, want disabled", cur)
+	}
+	// In MIG mode again (by hand, e.g. an earlier plugin's crash), the
+	// whole GPU's prepare switches it off.
+	if ret, _ := h.SetMigMode(nvml.DEVICE_MIG_ENABLE); ret != nvml.SUCCESS {
+		t.Fatal(ret)
 	}
 	if _, err := e.state.Prepare(e.ctx, claim("uid-2", "whole", result{request: "r", device: "gpu-2"})); err != nil {
 		t.Fatal(err)

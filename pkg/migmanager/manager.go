@@ -100,6 +100,12 @@ type Options struct {
 	// take effect (for a taint and an event). It is called with the GPU's
 	// lock held: it must not call the Manager.
 	OnModeError func(ctx context.Context, err *ModeError)
+	// LeaveMIGModeWhenEmpty lists, by UUID, the GPUs that Destroy switches
+	// out of MIG mode once their last GPU instance is gone, so that they
+	// are back to what they are without dynamic MIG: those that switch
+	// without a reset. A failed switch is logged, never an error of
+	// Destroy (the next whole-GPU prepare switches again).
+	LeaveMIGModeWhenEmpty map[string]bool
 }
 
 // Manager creates and destroys dynamic MIG devices. Create it with New.
@@ -244,7 +250,15 @@ func (m *Manager) Destroy(ctx context.Context, spec Spec) error {
 	if err := destroyGPUInstance(gi); err != nil {
 		return fmt.Errorf("%s: %w", spec, err)
 	}
-	klog.FromContext(ctx).V(2).Info("Destroyed MIG device", "parent", spec.ParentUUID, "giProfile", spec.GPUInstanceProfileID, "placementStart", spec.Placement.Start)
+	logger := klog.FromContext(ctx)
+	logger.V(2).Info("Destroyed MIG device", "parent", spec.ParentUUID, "giProfile", spec.GPUInstanceProfileID, "placementStart", spec.Placement.Start)
+	if m.opts.LeaveMIGModeWhenEmpty[spec.ParentUUID] {
+		if left, err := listGPUInstances(h, spec.ParentUUID); err == nil && len(left) == 0 {
+			if err := m.switchMode(ctx, h, spec.ParentUUID, false); err != nil {
+				logger.Error(err, "Leaving MIG mode after the GPU's last MIG device failed; the next whole-GPU prepare tries again", "gpu", spec.ParentUUID)
+			}
+		}
+	}
 	return nil
 }
 

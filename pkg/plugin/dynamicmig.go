@@ -84,7 +84,11 @@ func openDynamicMIG(ctx context.Context, cfg Config, n *node.Node, store *checkp
 	for _, err := range errs {
 		logger.Error(err, "MIG profiles cannot be read; the GPU is published without partitions")
 	}
-	mgr := migmanager.New(n.NVML, migmanager.Options{OnModeError: func(ctx context.Context, err *migmanager.ModeError) {
+	leave := map[string]bool{}
+	for uuid, l := range layouts {
+		leave[uuid] = l.ModeSwitchable
+	}
+	mgr := migmanager.New(n.NVML, migmanager.Options{LeaveMIGModeWhenEmpty: leave, OnModeError: func(ctx context.Context, err *migmanager.ModeError) {
 		klog.FromContext(ctx).Error(err, "MIG mode switch did not take effect", "gpu", err.ParentUUID)
 		if cfg.KubeClient != nil {
 			if eerr := recordNodeEvent(ctx, cfg.KubeClient, cfg.NodeName, ReasonMIGModeResetRequired, err.Error()); eerr != nil {
