@@ -26,7 +26,7 @@ type dynamicEnv struct {
 	manager *migmanager.Manager
 }
 
-func newDynamicMIGEnv(t *testing.T) *dynamicEnv {
+func newDynamicMIGEnv(t testing.TB) *dynamicEnv {
 	t.Helper()
 	e := newEnv(t)
 	lib, err := mockmachine.New("dgxh100", nodeName)

@@ -349,13 +349,15 @@ func (s *State) persist(ctx context.Context, pc *preparedClaim) error {
 		if err == nil {
 			spec, err = s.buildSpec(ctx, pc)
 		}
-		if err == nil {
-			err = s.opts.Specs.Write(uid, spec)
-		}
 		if err == nil && dynamic {
-			// The spec first: a created record without a spec is an
-			// unprepare that a crash interrupted (see mig.go).
-			err = s.opts.Checkpoints.Put(rec)
+			// The spec and the record with the created devices at once: a
+			// crash between them leaves the devices, which Reconcile then
+			// keeps (see mig.go).
+			specErr := make(chan error, 1)
+			go func() { specErr <- s.opts.Specs.Write(uid, spec) }()
+			err = errors.Join(s.opts.Checkpoints.Put(rec), <-specErr)
+		} else if err == nil {
+			err = s.opts.Specs.Write(uid, spec)
 		}
 		if err != nil {
 			return errors.Join(err, s.rollback(ctx, pc))
