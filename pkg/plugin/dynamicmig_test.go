@@ -113,3 +113,41 @@ func TestDynamicMIGOffChangesNothing(t *testing.T) {
 		t.Errorf("devices changed: %v -> %v", before, after)
 	}
 }
+
+func TestDynamicMIGTaintsAGPUWhoseMIGModeWaitsForAReset(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	root := t.TempDir()
+	flags := node.Flags{NVML: "mock:dgxa100", MockHostRoot: root}
+	// An operator asked for MIG mode on GPU 2 of an A100 node and has not
+	// reset it yet: the change is pending (the mock keeps it across opens).
+	n, err := node.Open(ctx, flags, node.Options{Mode: node.Plugin, Seed: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := n.NVML.DeviceGetHandleByIndex(2)
+	if activation, ret := h.SetMigMode(1); ret != 0 || activation == 0 {
+		t.Fatalf("SetMigMode on the mock A100: activation %v, ret %v; want a pending change", activation, ret)
+	}
+	n.Close()
+
+	n, err = node.Open(ctx, flags, node.Options{Mode: node.Plugin, Seed: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	store, err := checkpoint.NewStore(filepath.Join(t.TempDir(), "claims"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm, err := openDynamicMIG(ctx, Config{NodeName: "node-a", DriverName: "gpu.nvidia.com", DynamicMIG: DynamicMIGConfig{Enabled: true}}, n, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dm.pending) != 1 || dm.pending[0].Index != 2 {
+		t.Fatalf("GPUs waiting for a reset: %+v, want GPU 2", dm.pending)
+	}
+	taints := dm.pendingTaints("gpu.nvidia.com", n.Devices)
+	if ts := taints["gpu-2"]; len(taints) != 1 || len(ts) != 1 || ts[0].Key != "gpu.nvidia.com/mig-mode" || ts[0].Value != "reset-required" || ts[0].Effect != "NoSchedule" {
+		t.Errorf("taints = %v, want gpu-2 tainted gpu.nvidia.com/mig-mode=reset-required:NoSchedule", taints)
+	}
+}
