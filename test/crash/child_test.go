@@ -14,10 +14,6 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
-
-	"github.com/gpudra/gpudra/pkg/cdi"
-	"github.com/gpudra/gpudra/pkg/inventory"
-	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
 // childEnv carries the child's configuration (JSON of childConfig). Without
@@ -34,6 +30,10 @@ const childMaxLife = time.Minute
 type childConfig struct {
 	Dirs dirs   `json:"dirs"`
 	Seed uint64 `json:"seed"`
+	// DynamicMIG selects the dynamic MIG variant: partitionable GPUs, the
+	// MIG manager over a mock machine whose MIG state lives in
+	// Dirs.MIGState, and the claims of migTestClaims.
+	DynamicMIG bool `json:"dynamicMIG,omitempty"`
 }
 
 // event is one progress line of the child. A "done" event is printed only
@@ -64,10 +64,10 @@ func (r *reporter) emit(e event) {
 	_, _ = os.Stdout.Write(append([]byte(opPrefix), append(b, '\n')...))
 }
 
-// TestCrashChild is the plugin process that TestCrashConsistency kills: it
-// opens the claim state like the plugin's start-up does (checkpoint load and
-// reconcile), then prepares and unprepares the fixed claims on several
-// goroutines until it is killed.
+// TestCrashChild is the plugin process that TestCrashConsistency and
+// TestCrashConsistencyDynamicMIG kill: it opens the claim state like the
+// plugin's start-up does (checkpoint load and reconcile), then prepares and
+// unprepares the fixed claims on several goroutines until it is killed.
 func TestCrashChild(t *testing.T) {
 	raw := os.Getenv(childEnv)
 	if raw == "" {
@@ -84,19 +84,11 @@ func TestCrashChild(t *testing.T) {
 	}
 	ctx := klog.NewContext(context.Background(), logr.Discard())
 
-	lib, err := mockmachine.New(machine, nodeName)
+	p, err := startPlugin(ctx, cfg.Dirs, cfg.DynamicMIG)
 	if err != nil {
 		fail(err)
 	}
-	inv, err := inventory.Discover(lib)
-	if err != nil {
-		fail(err)
-	}
-	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: cfg.Dirs.DriverRoot, HookPath: hookPath}, inv.UUIDs())
-	if err != nil {
-		fail(err)
-	}
-	st, _, loadErrs, err := openState(ctx, cfg.Dirs, inv, edits)
+	st, _, loadErrs, err := openState(ctx, cfg.Dirs, p)
 	if err != nil {
 		fail(err)
 	}
@@ -112,7 +104,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	rep.emit(event{Op: "ready", Prepared: st.PreparedClaims()})
 
-	claims := testClaims()
+	claims := scenarioClaims(cfg.DynamicMIG)
 	for w := range workers {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
 		var mine []int

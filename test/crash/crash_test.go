@@ -14,7 +14,16 @@
 //     the directory fsync, between a spec and its record...), without any
 //     hook in the production code;
 //   - "startup": a random delay from the child's start, so that some kills
-//     land in the checkpoint load and the start-up reconcile.
+//     land in the checkpoint load and the start-up reconcile;
+//   - "migevent" (TestCrashConsistencyDynamicMIG only): right after the k-th
+//     file-system event in the directory of the mock machine's MIG state
+//     file, which the mock rewrites durably at every MIG mode switch and
+//     GPU/compute instance creation or destruction: the kill then lands
+//     inside a MIG device's creation or destruction (between its GPU
+//     instance and its compute instance...).
+//
+// TestCrashConsistencyDynamicMIG runs the same kills over partitionable
+// GPUs whose MIG devices the claims' prepares create (see dynamicmig_test.go).
 //
 // GPUDRA_CRASH_KILLS sets the number of kills (default 200, 40 with -short);
 // GPUDRA_CRASH_SEED replays a run.
@@ -47,12 +56,9 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
-	"github.com/gpudra/gpudra/pkg/claimstate"
-	"github.com/gpudra/gpudra/pkg/devices"
 	"github.com/gpudra/gpudra/pkg/durable"
-	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
 	"github.com/gpudra/gpudra/pkg/mockmachine/mockmachinetest"
-	"github.com/gpudra/gpudra/pkg/sharing"
 )
 
 const (
@@ -73,17 +79,33 @@ type dirs struct {
 	DriverRoot string `json:"driverRoot"`
 	CDI        string `json:"cdi"`
 	Checkpoint string `json:"checkpoint"`
+	// MIGState is the mock machine's MIG state file (dynamic MIG), alone
+	// in its directory.
+	MIGState string `json:"migState,omitempty"`
 }
 
 // testClaims are the claims the child works on: one GPU each, and one with
 // three GPUs. Their UIDs and devices never change, so their CDI device IDs
 // are known in advance.
 func testClaims() []*resourceapi.ResourceClaim {
-	devices := [][]string{{"gpu-0"}, {"gpu-1"}, {"gpu-2"}, {"gpu-3"}, {"gpu-4"}, {"gpu-5", "gpu-6", "gpu-7"}}
+	return makeClaims("claim", 0, [][]string{{"gpu-0"}, {"gpu-1"}, {"gpu-2"}, {"gpu-3"}, {"gpu-4"}, {"gpu-5", "gpu-6", "gpu-7"}})
+}
+
+// scenarioClaims are the claims of the static or the dynamic MIG test.
+func scenarioClaims(dynamicMIG bool) []*resourceapi.ResourceClaim {
+	if dynamicMIG {
+		return migTestClaims()
+	}
+	return testClaims()
+}
+
+// makeClaims returns one allocated claim per device list, named
+// <name>-<i>, their UIDs told apart by group.
+func makeClaims(name string, group int, devices [][]string) []*resourceapi.ResourceClaim {
 	var out []*resourceapi.ResourceClaim
 	for i, devs := range devices {
 		c := &resourceapi.ResourceClaim{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "crash", Name: fmt.Sprintf("claim-%d", i), UID: types.UID(fmt.Sprintf("0c4a5400-0000-4000-8000-%012d", i))},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "crash", Name: fmt.Sprintf("%s-%d", name, i), UID: types.UID(fmt.Sprintf("0c4a5400-0000-4000-8%03d-%012d", group, i))},
 			Status:     resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{}},
 		}
 		for _, d := range devs {
@@ -105,29 +127,17 @@ func wantIDs(c *resourceapi.ResourceClaim) []string {
 	return ids
 }
 
-// openState opens the claim state over d as the plugin's start-up does.
-func openState(ctx context.Context, d dirs, inv *inventory.Inventory, edits claimstate.EditsSource) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
-	naming := cdi.NewNaming(driverName)
-	specDir, err := cdi.NewSpecDir(d.CDI, naming)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	store, err := checkpoint.NewStore(d.Checkpoint)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
-		DriverName: driverName, PoolName: nodeName, Devices: devices.FromInventory(inv), Edits: edits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: sharing.Composite{},
-	})
-	return st, specDir, loadErrs, err
-}
-
 // claimModel is what the parent knows about one claim from the child's
 // reports.
 type claimModel struct {
 	prepared bool   // state after the last completed operation
 	inflight string // operation begun but not reported done ("" if none)
+	// touched tells that the child began an operation on the claim in
+	// this round.
+	touched bool
+	// migUUIDs are the recorded UUIDs of the claim's dynamic MIG devices
+	// at the last check (nil when it was not prepared).
+	migUUIDs []string
 }
 
 type killMode string
@@ -136,6 +146,7 @@ const (
 	killDelay   killMode = "delay"
 	killFSEvent killMode = "fsevent"
 	killStartup killMode = "startup"
+	killMIG     killMode = "migevent"
 )
 
 // stats count what the run covered; they are logged at the end.
@@ -154,6 +165,7 @@ type stats struct {
 	specsRecreated    int
 	orphansRemoved    int
 	childOutputErrors int
+	mig               migStats // dynamic MIG only
 }
 
 func killCount(t *testing.T) int {
@@ -182,23 +194,30 @@ func seed(t *testing.T) uint64 {
 }
 
 func TestCrashConsistency(t *testing.T) {
+	runCrashTest(t, false)
+}
+
+// runCrashTest kills children, over static GPUs or (dynamicMIG)
+// partitionable ones, and checks the invariants after every kill.
+func runCrashTest(t *testing.T, dynamicMIG bool) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("this is the child process")
 	}
 	kills, sd := killCount(t), seed(t)
-	t.Logf("crash test: %d kills, seed %d (replay with GPUDRA_CRASH_SEED=%d GPUDRA_CRASH_KILLS=%d)", kills, sd, sd, kills)
+	t.Logf("crash test (dynamic MIG %v): %d kills, seed %d (replay with GPUDRA_CRASH_SEED=%d GPUDRA_CRASH_KILLS=%d)", dynamicMIG, kills, sd, sd, kills)
 	rng := rand.New(rand.NewPCG(sd, 0))
 
 	root := t.TempDir()
 	d := dirs{DriverRoot: filepath.Join(root, "driver"), CDI: filepath.Join(root, "cdi"), Checkpoint: filepath.Join(root, "plugin", "claims")}
-	lib, inv := mockmachinetest.Machine(t, machine, nodeName)
+	watched := []string{d.CDI, d.Checkpoint}
+	if dynamicMIG {
+		d.MIGState = filepath.Join(root, "mig", mockmachine.MIGStateFile)
+		watched = append(watched, filepath.Dir(d.MIGState))
+	}
+	_, inv := mockmachinetest.Machine(t, machine, nodeName)
 	mockmachinetest.Host(t, d.DriverRoot, inv)
 	ctx := klog.NewContext(context.Background(), logr.Discard())
-	edits, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: d.DriverRoot, HookPath: hookPath}, inv.UUIDs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range []string{d.CDI, d.Checkpoint} {
+	for _, dir := range watched {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			t.Fatal(err)
 		}
@@ -208,23 +227,30 @@ func TestCrashConsistency(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watcher.Close()
-	for _, dir := range []string{d.CDI, d.Checkpoint} {
+	for _, dir := range watched {
 		if err := watcher.Add(dir); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	claims := testClaims()
+	claims := scenarioClaims(dynamicMIG)
+	if dynamicMIG {
+		checkMIGScenario(t, ctx, d, claims)
+	}
 	model := map[string]*claimModel{}
 	for _, c := range claims {
 		model[string(c.UID)] = &claimModel{}
 	}
 	st := &stats{kills: map[killMode]int{}, maxTempsLeft: map[string]int{}}
 	modes := []killMode{killDelay, killFSEvent, killStartup}
+	if dynamicMIG {
+		modes = append(modes, killMIG)
+	}
 	for i := range kills {
 		mode := modes[rng.IntN(len(modes))]
 		childSeed := rng.Uint64()
-		events, waitErr, stderr := runAndKill(t, d, childSeed, mode, rng, watcher, st)
+		cfg := childConfig{Dirs: d, Seed: childSeed, DynamicMIG: dynamicMIG}
+		events, waitErr, stderr := runAndKill(t, cfg, mode, rng, watcher, st)
 		st.kills[mode]++
 		applyEvents(t, i, mode, events, model, st)
 		if ws, ok := waitErr.(*exec.ExitError); !ok || ws.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -236,12 +262,12 @@ func TestCrashConsistency(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("kill %d (%s, child seed %d) broke an invariant; stderr of the child:\n%s", i, mode, childSeed, stderr)
 		}
-		verifyAfterRestart(t, ctx, i, d, inv, edits, claims, model, st)
+		verifyAfterRestart(t, ctx, i, d, dynamicMIG, claims, model, st, rng)
 		if t.Failed() {
 			t.Fatalf("kill %d (%s, child seed %d) broke an invariant", i, mode, childSeed)
 		}
 	}
-	finalCleanup(t, ctx, d, inv, edits, claims)
+	finalCleanup(t, ctx, d, dynamicMIG, claims)
 
 	t.Logf("kill points tried: %d (delay after ready %d, file-system event %d, start-up %d); kills with an operation in flight: %d; "+
 		"interrupted operations found prepared %d / not prepared %d; operations completed by the children: %d; repeated prepares checked: %d; "+
@@ -249,6 +275,9 @@ func TestCrashConsistency(t *testing.T) {
 		kills, st.kills[killDelay], st.kills[killFSEvent], st.kills[killStartup], st.killedInFlight,
 		st.inflightPrepared, st.inflightGone, st.opsDone, st.repeatedPrepares, st.specsRecreated, st.orphansRemoved, st.maxTempsLeft[d.CDI], st.maxTempsLeft[d.Checkpoint],
 		meanStartup(st))
+	if dynamicMIG {
+		logMIGStats(t, st)
+	}
 	if kills >= 50 && st.killedInFlight == 0 {
 		t.Errorf("no kill landed while an operation was in flight: the kill points do not exercise the writes")
 	}
@@ -263,9 +292,9 @@ func meanStartup(st *stats) time.Duration {
 
 // runAndKill starts a child and kills it with SIGKILL at a point chosen by
 // mode. It returns the child's progress events, its Wait error and stderr.
-func runAndKill(t *testing.T, d dirs, childSeed uint64, mode killMode, rng *rand.Rand, watcher *fsnotify.Watcher, st *stats) ([]event, error, []byte) {
+func runAndKill(t *testing.T, child childConfig, mode killMode, rng *rand.Rand, watcher *fsnotify.Watcher, st *stats) ([]event, error, []byte) {
 	t.Helper()
-	cfg, err := json.Marshal(childConfig{Dirs: d, Seed: childSeed})
+	cfg, err := json.Marshal(child)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,17 +355,34 @@ func runAndKill(t *testing.T, d dirs, childSeed uint64, mode killMode, rng *rand
 		case <-ready:
 			st.startupTimeTotal += time.Since(start)
 			st.startupTimeCount++
-			time.Sleep(time.Duration(rng.Int64N(int64(30 * time.Millisecond))))
+			// A MIG device's creation or destruction takes several
+			// durable writes of the mock's MIG state: give the children
+			// of the dynamic MIG test time to complete operations too.
+			span := 30 * time.Millisecond
+			if child.DynamicMIG {
+				span = 200 * time.Millisecond
+			}
+			time.Sleep(time.Duration(rng.Int64N(int64(span))))
 		case <-timeout:
 		}
-	case killFSEvent:
+	case killFSEvent, killMIG:
 		// Events of the child's start-up (reconcile) count too.
 		k := 1 + rng.IntN(40)
+		if child.DynamicMIG {
+			k = 1 + rng.IntN(120)
+		}
+		migDir := ""
+		if mode == killMIG {
+			k = 1 + rng.IntN(60)
+			migDir = filepath.Dir(child.Dirs.MIGState)
+		}
 	wait:
 		for seen := 0; seen < k; {
 			select {
-			case <-watcher.Events:
-				seen++
+			case ev := <-watcher.Events:
+				if migDir == "" || filepath.Dir(ev.Name) == migDir {
+					seen++
+				}
 			case err := <-watcher.Errors:
 				t.Logf("inotify: %v", err)
 			case <-timeout:
@@ -383,6 +429,7 @@ func applyEvents(t *testing.T, round int, mode killMode, events []event, model m
 				t.Errorf("kill %d: report about unknown claim %s", round, e.UID)
 				continue
 			}
+			m.touched = true
 			if e.Phase == "begin" {
 				m.inflight = e.Op
 				continue
@@ -403,10 +450,22 @@ func applyEvents(t *testing.T, round int, mode killMode, events []event, model m
 // verifyAfterRestart opens a fresh state over the directories, as the
 // restarted plugin does, and checks every invariant against the model. It
 // leaves the model exact (no operation in flight).
-func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, inv *inventory.Inventory, edits claimstate.EditsSource,
-	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats) {
+//
+// With dynamic MIG it also checks the MIG devices (see verifyMIG), and may
+// switch a GPU that a claim gets whole into MIG mode for the next child's
+// prepare to switch it out (rng).
+func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, dynamicMIG bool,
+	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats, rng *rand.Rand) {
 	t.Helper()
-	state, specDir, loadErrs, err := openState(ctx, d, inv, edits)
+	// A fresh machine: with dynamic MIG, the MIG state the child left.
+	p, err := startPlugin(ctx, d, dynamicMIG)
+	if err != nil {
+		t.Fatalf("kill %d: restart: %v", round, err)
+	}
+	if dynamicMIG {
+		censusBeforeReconcile(t, round, d, p, st)
+	}
+	state, specDir, loadErrs, err := openState(ctx, d, p)
 	if err != nil {
 		t.Fatalf("kill %d: restart: %v", round, err)
 	}
@@ -420,6 +479,15 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, in
 	st.specsRecreated += report.SpecsRecreated
 	st.orphansRemoved += report.OrphansRemoved
 	st.checkedRestarts++
+	if dynamicMIG {
+		st.mig.rolledBack += report.MIGRolledBack
+		st.mig.unpreparesFinished += report.UnpreparesFinished
+		if report.MIGRecreated != 0 {
+			// No reboot here: a created MIG device of a claim whose spec
+			// exists was destroyed by someone.
+			t.Errorf("kill %d: reconcile re-created the MIG devices of %d claims, without a reboot", round, report.MIGRecreated)
+		}
+	}
 
 	prepared := state.PreparedClaims()
 	for _, c := range claims {
@@ -510,6 +578,13 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, in
 		}
 		st.maxTempsLeft[dir] = max(st.maxTempsLeft[dir], temps)
 	}
+	if dynamicMIG {
+		verifyMIG(t, round, d, p, specDir, claims, prepared, model, st)
+		switchWholeGPUsIntoMIG(t, round, p, claims, prepared, rng, st)
+	}
+	for _, m := range model {
+		m.touched = false
+	}
 }
 
 // parseID splits a qualified CDI device ID.
@@ -521,9 +596,13 @@ func parseID(id string) (vendor, class, name string) {
 
 // finalCleanup unprepares every claim after the last restart: nothing of
 // this driver may be left.
-func finalCleanup(t *testing.T, ctx context.Context, d dirs, inv *inventory.Inventory, edits claimstate.EditsSource, claims []*resourceapi.ResourceClaim) {
+func finalCleanup(t *testing.T, ctx context.Context, d dirs, dynamicMIG bool, claims []*resourceapi.ResourceClaim) {
 	t.Helper()
-	state, specDir, _, err := openState(ctx, d, inv, edits)
+	p, err := startPlugin(ctx, d, dynamicMIG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, specDir, _, err := openState(ctx, d, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,5 +624,8 @@ func finalCleanup(t *testing.T, ctx context.Context, d dirs, inv *inventory.Inve
 	}
 	if recs, loadErrs, err := store.List(); err != nil || len(recs)+len(loadErrs) != 0 {
 		t.Errorf("checkpoint records left after unpreparing all: %v %v %v", recs, loadErrs, err)
+	}
+	if dynamicMIG {
+		noMIGInstancesLeft(t, ctx, d)
 	}
 }

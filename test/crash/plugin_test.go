@@ -1,0 +1,99 @@
+package crash
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/gpudra/gpudra/pkg/cdi"
+	"github.com/gpudra/gpudra/pkg/checkpoint"
+	"github.com/gpudra/gpudra/pkg/claimstate"
+	"github.com/gpudra/gpudra/pkg/devices"
+	"github.com/gpudra/gpudra/pkg/inventory"
+	"github.com/gpudra/gpudra/pkg/migmanager"
+	"github.com/gpudra/gpudra/pkg/mockmachine"
+	"github.com/gpudra/gpudra/pkg/sharing"
+)
+
+// plugin is what the plugin's start-up builds from the (mock) machine: the
+// node's devices, their container edits and, with dynamic MIG, the MIG
+// manager. The child builds it at every start, the parent at every check,
+// each time from a fresh mock machine, so that with dynamic MIG both see
+// exactly the MIG state that the killed process left in its state file.
+type plugin struct {
+	lib   *server.Server
+	inv   *inventory.Inventory
+	set   *devices.Set
+	edits claimstate.EditsSource
+	// mig is nil without dynamic MIG.
+	mig *migmanager.Manager
+	// caps are the MIG capability minors of the node (dynamic MIG).
+	caps map[string]int
+}
+
+// startPlugin builds the plugin over the directories d. With dynamicMIG
+// every GPU of the machine is partitionable and the mock machine keeps its
+// MIG state in d.MIGState.
+func startPlugin(ctx context.Context, d dirs, dynamicMIG bool) (*plugin, error) {
+	var opts []mockmachine.Option
+	if dynamicMIG {
+		if d.MIGState == "" {
+			return nil, errors.New("dynamic MIG without a MIG state file")
+		}
+		opts = append(opts, mockmachine.WithMIGState(d.MIGState))
+	}
+	lib, err := mockmachine.New(machine, nodeName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := inventory.Discover(lib)
+	if err != nil {
+		return nil, err
+	}
+	base, err := cdi.NewEdits(ctx, cdi.EditsOptions{NVML: lib, DriverRoot: d.DriverRoot, HookPath: hookPath}, inv.UUIDs())
+	if err != nil {
+		return nil, err
+	}
+	p := &plugin{lib: lib, inv: inv, set: devices.FromInventory(inv), edits: base}
+	if !dynamicMIG {
+		return p, nil
+	}
+	layouts, errs := inventory.DiscoverMIGLayouts(lib, inv)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("MIG layouts: %w", errors.Join(errs...))
+	}
+	if len(layouts) != len(inv.Devices) {
+		return nil, fmt.Errorf("MIG layouts of %d of the %d GPUs", len(layouts), len(inv.Devices))
+	}
+	p.set = devices.FromInventoryWith(inv, devices.Options{Partitionable: layouts})
+	p.caps = mockmachine.MIGCapMinors(inv)
+	if p.edits, err = cdi.WithDynamicMIGCaps(base, nil, p.caps); err != nil {
+		return nil, err
+	}
+	p.mig = migmanager.New(lib, migmanager.Options{})
+	return p, nil
+}
+
+// openState opens the claim state over d as the plugin's start-up does.
+func openState(ctx context.Context, d dirs, p *plugin) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
+	naming := cdi.NewNaming(driverName)
+	specDir, err := cdi.NewSpecDir(d.CDI, naming)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, err := checkpoint.NewStore(d.Checkpoint)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var mig claimstate.MIGDevices
+	if p.mig != nil {
+		mig = p.mig
+	}
+	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
+		DriverName: driverName, PoolName: nodeName, Devices: p.set, Edits: p.edits,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: sharing.Composite{}, MIG: mig,
+	})
+	return st, specDir, loadErrs, err
+}
