@@ -263,6 +263,8 @@ func TestChild(t *testing.T) {
 		c.migStateCreate()
 	case "mig-state-check":
 		c.migStateCheck()
+	case "dynamic-mig":
+		c.dynamicMIG()
 	default:
 		t.Fatalf("unknown scenario %q", scenario)
 	}
