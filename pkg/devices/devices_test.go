@@ -156,3 +156,56 @@ func TestUnusableGPUsAreKnownNotPreparable(t *testing.T) {
 		t.Error("empty set has an unusable GPU")
 	}
 }
+
+// layout is a small MIG layout: a 1g profile at memory slices 0 and 1 and a
+// 2g at 0, with the names NVIDIA gives them.
+func layout(uuid string, switchable bool) inventory.MIGLayout {
+	return inventory.MIGLayout{ParentUUID: uuid, MemorySlices: 2, ModeSwitchable: switchable, Profiles: []inventory.MIGProfile{
+		{Name: "1g.10gb", ProfileIndex: 0, GPUInstanceProfileID: 19, Slices: 1, Placements: []inventory.MIGPlacement{{Start: 0, Size: 1}, {Start: 1, Size: 1}}},
+		{Name: "1g.10gb+me", ProfileIndex: 7, GPUInstanceProfileID: 20, Slices: 1, Placements: []inventory.MIGPlacement{{Start: 1, Size: 1}}},
+		{Name: "2g.20gb", ProfileIndex: 1, GPUInstanceProfileID: 14, Slices: 2, Placements: []inventory.MIGPlacement{{Start: 0, Size: 2}}},
+	}}
+}
+
+func TestFromInventoryWithPartitionableGPUs(t *testing.T) {
+	inv := node()
+	s := FromInventoryWith(inv, Options{Partitionable: map[string]inventory.MIGLayout{
+		// In MIG mode, switchable: whole and partitioned; its static MIG
+		// devices (the driver's own) are not published.
+		"GPU-0": layout("GPU-0", true),
+		// Out of MIG mode and not switchable would not be partitionable
+		// (the plugin never asks); in MIG mode and not switchable:
+		// partitions only.
+		"GPU-2": layout("GPU-2", false),
+	}})
+	want := []string{
+		"gpu-0", "gpu-0-mig-1g10gb-19-1", "gpu-0-mig-1g10gb-19-0", "gpu-0-mig-1g10gb-me-20-1", "gpu-0-mig-2g20gb-14-0",
+		"gpu-1",
+		"gpu-2-mig-1g10gb-19-1", "gpu-2-mig-1g10gb-19-0", "gpu-2-mig-1g10gb-me-20-1", "gpu-2-mig-2g20gb-14-0",
+		"gpu-3",
+	}
+	if got := s.Names(); !slices.Equal(got, want) {
+		t.Fatalf("Names() = %v, want %v", got, want)
+	}
+	whole, _ := s.Get("gpu-0")
+	if !whole.Partitionable || whole.Kind != KindGPU || whole.UUID != "GPU-0" {
+		t.Errorf("gpu-0 = %+v, want the partitionable whole GPU", whole)
+	}
+	if g1, _ := s.Get("gpu-1"); g1.Partitionable {
+		t.Error("gpu-1 is not partitionable")
+	}
+	p, _ := s.Get("gpu-0-mig-2g20gb-14-0")
+	if p.Kind != KindMIG || p.UUID != "" || p.ParentUUID != "GPU-0" || p.GPUUUID() != "GPU-0" || p.Dynamic == nil ||
+		p.Dynamic.Profile.GPUInstanceProfileID != 14 || p.Dynamic.Placement != (inventory.MIGPlacement{Start: 0, Size: 2}) || p.Dynamic.MemorySlices != 2 {
+		t.Errorf("partition = %+v", p)
+	}
+	// A GPU's partitions share its health.
+	if got := len(s.OfGPU("GPU-0")); got != 5 {
+		t.Errorf("OfGPU(GPU-0) has %d devices, want the whole GPU and 4 partitions", got)
+	}
+	for _, name := range s.Names() {
+		if errs := validation.IsDNS1123Label(name); len(errs) != 0 {
+			t.Errorf("%s is not a DNS label: %v", name, errs)
+		}
+	}
+}
