@@ -286,21 +286,26 @@ func findGPUInstance(h nvml.Device, spec Spec) (nvml.GpuInstance, bool, error) {
 	return nil, false, nil
 }
 
-// destroyGPUInstance destroys gi's compute instances, then gi.
-func destroyGPUInstance(gi nvml.GpuInstance) error {
+// computeInstances returns the compute instances of gi, of every profile.
+func computeInstances(gi nvml.GpuInstance) []nvml.ComputeInstance {
+	var out []nvml.ComputeInstance
 	for id := 0; id < nvml.COMPUTE_INSTANCE_PROFILE_COUNT; id++ {
 		profile, ret := gi.GetComputeInstanceProfileInfo(id, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		cis, ret := gi.GetComputeInstances(&profile)
-		if ret != nvml.SUCCESS {
-			continue
+		if cis, ret := gi.GetComputeInstances(&profile); ret == nvml.SUCCESS {
+			out = append(out, cis...)
 		}
-		for _, ci := range cis {
-			if ret := ci.Destroy(); ret != nvml.SUCCESS && ret != nvml.ERROR_NOT_FOUND && ret != nvml.ERROR_INVALID_ARGUMENT {
-				return fmt.Errorf("destroying a compute instance: %w", ret)
-			}
+	}
+	return out
+}
+
+// destroyGPUInstance destroys gi's compute instances, then gi.
+func destroyGPUInstance(gi nvml.GpuInstance) error {
+	for _, ci := range computeInstances(gi) {
+		if ret := ci.Destroy(); ret != nvml.SUCCESS && ret != nvml.ERROR_NOT_FOUND && ret != nvml.ERROR_INVALID_ARGUMENT {
+			return fmt.Errorf("destroying a compute instance: %w", ret)
 		}
 	}
 	if ret := gi.Destroy(); ret != nvml.SUCCESS && ret != nvml.ERROR_NOT_FOUND && ret != nvml.ERROR_INVALID_ARGUMENT {
@@ -344,19 +349,9 @@ func listGPUInstances(h nvml.Device, parentUUID string) ([]GPUInstance, error) {
 			}
 			g := GPUInstance{ID: int(info.Id), ProfileID: int(info.ProfileId),
 				Placement: inventory.MIGPlacement{Start: int(info.Placement.Start), Size: int(info.Placement.Size)}}
-			for cid := 0; cid < nvml.COMPUTE_INSTANCE_PROFILE_COUNT; cid++ {
-				cp, ret := gi.GetComputeInstanceProfileInfo(cid, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
-				if ret != nvml.SUCCESS {
-					continue
-				}
-				cis, ret := gi.GetComputeInstances(&cp)
-				if ret != nvml.SUCCESS {
-					continue
-				}
-				for _, ci := range cis {
-					if ci, ret := ci.GetInfo(); ret == nvml.SUCCESS {
-						g.ComputeInstances = append(g.ComputeInstances, int(ci.Id))
-					}
+			for _, ci := range computeInstances(gi) {
+				if info, ret := ci.GetInfo(); ret == nvml.SUCCESS {
+					g.ComputeInstances = append(g.ComputeInstances, int(info.Id))
 				}
 			}
 			out = append(out, g)
