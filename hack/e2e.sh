@@ -22,6 +22,8 @@ diagnose() {
 }
 # The real NVML phase's fake driver root is a mount point of its own (see there).
 REAL_NVML_DIR=/var/lib/gpudra/realnvml
+# The mock machine's MIG state (the chart's hostStateDir, mock/).
+MIG_STATE=/var/lib/gpudra/mock/mig-state.json
 unmount_real_nvml() { if mountpoint -q "$REAL_NVML_DIR/root"; then umount -l "$REAL_NVML_DIR/root" || true; fi; }
 trap 'diagnose; unmount_real_nvml' EXIT
 # helm exists once the cluster is built: lint the chart before installing it.
@@ -29,6 +31,8 @@ helm lint --strict "$REPO/deployments/helm/gpudra"
 helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
 # Unhealthy GPUs recover after 20s without errors, so that the health test
 # sees the taint go.
+# No mock GPU in MIG mode left over by an aborted run (see the dynamic MIG phase).
+rm -f "$MIG_STATE"
 GPUDRA_HELM_ARGS="--set health.recoveryPeriod=20s" "$HERE/demo.sh" install
 cd "$REPO"
 go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
@@ -36,7 +40,30 @@ go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
 # Static MIG: the same node as a DGX H100 whose GPUs 0 and 1 are in MIG mode.
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100-mig --wait --timeout 3m
 GPUDRA_E2E_MODE=mig go test -tags e2e -count=1 -v -timeout 10m -run MIG ./test/e2e/
-helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100 --wait --timeout 3m
+
+# Dynamic MIG: back to the plain DGX H100, with dynamicMIG.enabled: every GPU
+# partitionable, MIG devices made on prepare and destroyed on unprepare. The
+# mock machine keeps its MIG state in hostStateDir's mock/mig-state.json
+# whatever the mode; the static MIG plugin above never writes it, so removing
+# it first starts the phase with no GPU in MIG mode whatever an earlier run left.
+rm -f "$MIG_STATE"
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100 \
+  --set dynamicMIG.enabled=true --wait --timeout 3m
+GPUDRA_E2E_MODE=dynamic-mig go test -tags e2e -count=1 -v -timeout 15m -run DynamicMIG ./test/e2e/
+# The test deleted its pods and claims; their MIG devices are destroyed and a
+# GPU leaves MIG mode with its last one. Should one be left in MIG mode all
+# the same (a failed unprepare), the state file goes and the plugin restarts
+# afresh, so that the phases below see whole GPUs.
+mig_gpus='[.gpus[] | select(.migMode != 0 or .pendingMigMode != 0 or ((.gpuInstances // []) | length) > 0)]'
+mig_left() { [ -f "$MIG_STATE" ] && jq -e "$mig_gpus | length > 0" "$MIG_STATE" >/dev/null; }
+for _ in $(seq 1 30); do mig_left || break; sleep 1; done
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set dynamicMIG.enabled=false --wait --timeout 3m
+if mig_left; then
+  echo "e2e: GPUs left in MIG mode after the dynamic MIG phase: $(jq -c "$mig_gpus" "$MIG_STATE")" >&2
+  rm -f "$MIG_STATE"
+  kubectl -n gpudra-system delete pod -l app.kubernetes.io/component=kubelet-plugin --wait=true --timeout=2m
+  kubectl -n gpudra-system rollout status daemonset -l app.kubernetes.io/instance=gpudra --timeout=2m
+fi
 
 # The same cluster without DRA in the way: the chart in device-plugin mode
 # (what mode=auto picks on clusters that do not serve resource.k8s.io/v1),
