@@ -649,33 +649,9 @@ func testDynamicMIGHealth(t *testing.T, c kubernetes.Interface) {
 		})
 	})
 
-	// Injected again until it lands (events before the monitor listens are
-	// dropped), as in TestUnhealthyGPUIsTaintedAndNotScheduled.
-	const taintGrace = 5 * time.Second
-	injected := false
-	var takenIn time.Time
-	eventually(t, time.Minute, "taints on gpu-6 and its partitions", func() (bool, string) {
+	injectXIDUntil(t, uuid, "taints on gpu-6 and its partitions", func() (bool, string) {
 		with, without := tainted(6)
-		if len(with) > 0 && len(without) == 0 {
-			return true, ""
-		}
-		if len(with) > 0 {
-			return false, fmt.Sprintf("tainted %d devices, untainted %v", len(with), without)
-		}
-		if injected {
-			if injectionPending(t) {
-				return false, "the plugin has not taken the injected event in yet"
-			}
-			if takenIn.IsZero() {
-				takenIn = time.Now()
-			}
-			if time.Since(takenIn) < taintGrace {
-				return false, "injected event taken in, no taint yet"
-			}
-		}
-		injectEvent(t, "xid "+uuid+" 48")
-		injected, takenIn = true, time.Time{}
-		return false, "no taint yet (event injected)"
+		return len(with) > 0 && len(without) == 0, fmt.Sprintf("tainted %d devices, untainted %d", len(with), len(without))
 	})
 	with, _ := tainted(6)
 	if !contains(with, "gpu-6") || !contains(with, "gpu-6-mig-1g10gb-19-0") || !contains(with, "gpu-6-mig-7g80gb-0-0") || len(with) < 20 {

@@ -289,6 +289,36 @@ func injectEvent(t *testing.T, command string) {
 	}
 }
 
+// injectXIDUntil injects XID 48 on the GPU with this UUID, again until it
+// lands (events before the monitor listens are dropped), until done says
+// so, for at most a minute. After each injection it waits (polled) until
+// the plugin has taken the event in, then gives done a bounded grace period
+// before injecting again.
+func injectXIDUntil(t *testing.T, uuid, what string, done func() (bool, string)) {
+	t.Helper()
+	const taintGrace = 5 * time.Second
+	injected := false
+	var takenIn time.Time // when the last injection was seen taken in
+	eventually(t, time.Minute, what, func() (bool, string) {
+		if ok, why := done(); ok {
+			return true, ""
+		} else if injected {
+			if injectionPending(t) {
+				return false, "the plugin has not taken the injected event in yet"
+			}
+			if takenIn.IsZero() {
+				takenIn = time.Now()
+			}
+			if time.Since(takenIn) < taintGrace {
+				return false, "injected event taken in: " + why
+			}
+		}
+		injectEvent(t, "xid "+uuid+" 48")
+		injected, takenIn = true, time.Time{}
+		return false, "event injected"
+	})
+}
+
 // injectionPending tells whether the plugin has yet to take in the last
 // injected event (the injection file is still there).
 func injectionPending(t *testing.T) bool {
@@ -321,32 +351,7 @@ func TestUnhealthyGPUIsTaintedAndNotScheduled(t *testing.T) {
 		}
 		return &d.Taints[0]
 	}
-	// Injected again until it lands: events before the monitor listens are
-	// dropped. After each injection, wait (polled by eventually) until the
-	// plugin has taken the event in, then give the taint a bounded grace
-	// period to be published before injecting again.
-	const taintGrace = 5 * time.Second
-	injected := false
-	var takenIn time.Time // when the last injection was seen taken in
-	eventually(t, time.Minute, "taint on "+device, func() (bool, string) {
-		if tt := taint(); tt != nil {
-			return true, ""
-		}
-		if injected {
-			if injectionPending(t) {
-				return false, "the plugin has not taken the injected event in yet"
-			}
-			if takenIn.IsZero() {
-				takenIn = time.Now()
-			}
-			if time.Since(takenIn) < taintGrace {
-				return false, "injected event taken in, no taint yet"
-			}
-		}
-		injectEvent(t, "xid "+uuid+" 48")
-		injected, takenIn = true, time.Time{}
-		return false, "no taint yet (event injected)"
-	})
+	injectXIDUntil(t, uuid, "taint on "+device, func() (bool, string) { return taint() != nil, "no taint yet" })
 	tt := taint()
 	if tt.Key != driverName+"/unhealthy" || tt.Value != "xid-48" || tt.Effect != resourceapi.DeviceTaintEffectNoSchedule {
 		t.Errorf("taint = %+v, want %s/unhealthy=xid-48:NoSchedule", tt, driverName)
