@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -63,11 +64,33 @@ type dynamicMIG struct {
 // was made outside the driver: the GPU is then published as it is, its
 // MIG devices as static ones, and left alone). Nil when cfg leaves dynamic
 // MIG off.
+//
+// With dynamic MIG off, a node whose recorded claims still hold MIG devices
+// made on demand (dynamic MIG was on before this start) gets a manager
+// without partitionable GPUs, so that those claims can still be
+// unprepared and their devices destroyed; nothing new is partitioned.
 func openDynamicMIG(ctx context.Context, cfg Config, n *node.Node, store *checkpoint.Store) (*dynamicMIG, error) {
-	if !cfg.DynamicMIG.Enabled {
-		return nil, nil
-	}
 	logger := klog.FromContext(ctx).WithName("dynamic-mig")
+	if !cfg.DynamicMIG.Enabled {
+		if store == nil {
+			return nil, nil
+		}
+		records, _, err := store.List()
+		if err != nil {
+			return nil, fmt.Errorf("reading the claim checkpoint: %w", err)
+		}
+		held := 0
+		for _, rec := range records {
+			if slices.ContainsFunc(rec.Devices, func(d checkpoint.PreparedDevice) bool { return d.MIG != nil }) {
+				held++
+			}
+		}
+		if held == 0 {
+			return nil, nil
+		}
+		logger.Info("Dynamic MIG is off, but prepared claims hold MIG devices made on demand: they are kept until their claims are unprepared, then destroyed", "claims", held)
+		return &dynamicMIG{manager: migmanager.New(n.NVML, migmanager.Options{}), partitionable: map[string]inventory.MIGLayout{}}, nil
+	}
 	records, _, err := store.List()
 	if err != nil {
 		return nil, fmt.Errorf("dynamic MIG: reading the claim checkpoint: %w", err)

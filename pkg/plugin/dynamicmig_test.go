@@ -151,3 +151,32 @@ func TestDynamicMIGTaintsAGPUWhoseMIGModeWaitsForAReset(t *testing.T) {
 		t.Errorf("taints = %v, want gpu-2 tainted gpu.nvidia.com/mig-mode=reset-required:NoSchedule", taints)
 	}
 }
+
+// Dynamic MIG switched off while claims hold MIG devices made on demand:
+// the plugin still has a manager to destroy them when the claims go, and
+// partitions nothing.
+func TestDynamicMIGOffKeepsAManagerForClaimsThatHoldMIGDevices(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	n, err := node.Open(ctx, node.Flags{NVML: "mock:dgxh100", MockHostRoot: t.TempDir()}, node.Options{Mode: node.Plugin, Seed: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	store, err := checkpoint.NewStore(filepath.Join(t.TempDir(), "claims"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &checkpoint.ClaimRecord{ClaimUID: "uid-1", Namespace: "default", Name: "c", Devices: []checkpoint.PreparedDevice{
+		{Device: "gpu-0-mig-1g10gb-19-0", MIG: &checkpoint.MIGInstance{ParentUUID: n.Inventory.Devices[0].UUID, GPUInstanceProfileID: 19, Created: true}}}}
+	if err := store.Put(rec); err != nil {
+		t.Fatal(err)
+	}
+	before := n.Devices.Names()
+	dm, err := openDynamicMIG(ctx, Config{NodeName: "node-a", DriverName: "gpu.nvidia.com"}, n, store)
+	if err != nil || dm == nil || dm.manager == nil || len(dm.partitionable) != 0 {
+		t.Fatalf("openDynamicMIG = %+v, %v; want a manager and no partitionable GPU", dm, err)
+	}
+	if after := n.Devices.Names(); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Errorf("devices changed: %v -> %v", before, after)
+	}
+}
