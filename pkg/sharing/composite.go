@@ -18,6 +18,12 @@ type Composite struct {
 	TimeSlicing Applier
 	// MPS applies sharing.strategy MPS of GPUs and MIG devices.
 	MPS Applier
+	// Shares enforces the limits of the claims' shares of GPUs (devices
+	// with a Share): one MPS control daemon per shared GPU, and each
+	// share's limits in its container. Nil: shares are accounting only
+	// (the scheduler keeps their sum within the GPU; nothing stops a
+	// container from using more), which Apply allows.
+	Shares Applier
 }
 
 var _ Applier = Composite{}
@@ -29,7 +35,14 @@ var _ Applier = Composite{}
 // claim is not called. MIG devices with strategy TimeSlicing need nothing:
 // a MIG device's time slice cannot be changed, so they are left out.
 func (c Composite) Apply(ctx context.Context, claim Claim) (Edits, error) {
-	ts, mps := c.split(claim)
+	ts, mps, shares := c.split(claim)
+	for _, d := range shares.Devices {
+		if d.Strategy() == configapi.MpsStrategy {
+			return Edits{}, fmt.Errorf("%s: device %s (%s) is a share of a GPU (its allocation has a share ID) with sharing.strategy %q: "+
+				"a share runs on the GPU's own MPS daemon with the limits its allocation consumed; remove the MPS config, "+
+				"and request memory and shares in the claim's capacity instead", claim.Ref(), d.Name, d.UUID, configapi.MpsStrategy)
+		}
+	}
 	if len(mps.Devices) > 0 && c.MPS == nil {
 		d := mps.Devices[0]
 		return Edits{}, fmt.Errorf("%s: device %s (%s): sharing.strategy %q is not available on this node: "+
@@ -57,14 +70,24 @@ func (c Composite) Apply(ctx context.Context, claim Claim) (Edits, error) {
 		}
 		out = out.Merge(e)
 	}
+	if len(shares.Devices) > 0 && c.Shares != nil {
+		e, err := c.Shares.Apply(ctx, shares)
+		if err != nil {
+			return Edits{}, err
+		}
+		out = out.Merge(e)
+	}
 	return out, nil
 }
 
 // Undo calls Undo of every applier that has devices in the claim, also when
 // an earlier one fails, and returns all errors joined.
 func (c Composite) Undo(ctx context.Context, claim Claim) error {
-	ts, mps := c.split(claim)
+	ts, mps, shares := c.split(claim)
 	var errs []error
+	if len(shares.Devices) > 0 && c.Shares != nil {
+		errs = append(errs, c.Shares.Undo(ctx, shares))
+	}
 	if len(mps.Devices) > 0 && c.MPS != nil {
 		errs = append(errs, c.MPS.Undo(ctx, mps))
 	}
@@ -74,12 +97,17 @@ func (c Composite) Undo(ctx context.Context, claim Claim) error {
 	return errors.Join(errs...)
 }
 
-// split returns the claim's time-slicing devices (full GPUs only) and its
-// MPS devices, each as a Claim.
-func (Composite) split(claim Claim) (ts, mps Claim) {
+// split returns the claim's time-slicing devices (full GPUs only), its
+// MPS devices and its shares, each as a Claim. A share is only among the
+// shares, whatever its strategy.
+func (Composite) split(claim Claim) (ts, mps, shares Claim) {
 	ts = Claim{UID: claim.UID, Namespace: claim.Namespace, Name: claim.Name}
-	mps = ts
+	mps, shares = ts, ts
 	for _, d := range claim.Devices {
+		if d.Share != nil {
+			shares.Devices = append(shares.Devices, d)
+			continue
+		}
 		switch d.Strategy() {
 		case configapi.TimeSlicingStrategy:
 			if d.Type != devices.KindMIG {
@@ -89,12 +117,12 @@ func (Composite) split(claim Claim) (ts, mps Claim) {
 			mps.Devices = append(mps.Devices, d)
 		}
 	}
-	return ts, mps
+	return ts, mps, shares
 }
 
 // UsesSharing reports whether any device of the claim needs an Applier:
-// strategy MPS, or TimeSlicing on a full GPU.
+// strategy MPS, TimeSlicing on a full GPU, or a share.
 func UsesSharing(claim Claim) bool {
-	ts, mps := Composite{}.split(claim)
-	return len(ts.Devices) > 0 || len(mps.Devices) > 0
+	ts, mps, shares := Composite{}.split(claim)
+	return len(ts.Devices) > 0 || len(mps.Devices) > 0 || len(shares.Devices) > 0
 }

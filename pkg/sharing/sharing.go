@@ -77,6 +77,35 @@ type Device struct {
 	// *configapi.GpuConfig for a GPU, a *configapi.MigDeviceConfig for a
 	// MIG device. Nil means exclusive use without sharing settings.
 	Config configapi.Config
+	// Share is set when the claim holds a share of the device (consumable
+	// capacity: the device allows multiple allocations, and the scheduler
+	// gave the claim part of its capacity); nil for an exclusive or
+	// admin-access device.
+	Share *Share
+}
+
+// Share is a claim's part of a GPU that several claims share (a device
+// allocated with a share ID), with the limits its allocation consumed.
+type Share struct {
+	// ID is the allocation's share ID (unique per share of the device).
+	ID string
+	// MemoryBytes is the device memory the share consumed; 0 means no
+	// memory limit (a request policy whose default is 0).
+	MemoryBytes int64
+	// ComputeShares of ComputeTotal is the share's part of the GPU's
+	// compute (the "shares" capacity); ComputeTotal 0 means no compute
+	// limit.
+	ComputeShares, ComputeTotal int64
+}
+
+// ActiveThreadPercentage is the share's compute limit as MPS takes it
+// (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE): its part of ComputeTotal, rounded
+// up, at least 1; 0 when the share has no compute limit.
+func (s *Share) ActiveThreadPercentage() int64 {
+	if s == nil || s.ComputeTotal <= 0 || s.ComputeShares <= 0 {
+		return 0
+	}
+	return max(1, min(100, (s.ComputeShares*100+s.ComputeTotal-1)/s.ComputeTotal))
 }
 
 // GPUUUID returns the UUID of the physical GPU: the parent's for a MIG

@@ -114,3 +114,54 @@ func names(c Claim) string {
 	}
 	return strings.Join(out, ",")
 }
+
+func TestCompositeHandsSharesToTheSharesApplier(t *testing.T) {
+	share := gpu("gpu-1", "")
+	share.Share = &Share{ID: "s-1", MemoryBytes: 20 << 30}
+	timeSliced := gpu("gpu-2", "TimeSlicing")
+	timeSliced.Share = &Share{ID: "s-2"} // a share is a share, whatever its strategy
+	ts, mps, shares := &recorder{}, &recorder{}, &recorder{}
+	c := Composite{TimeSlicing: ts, MPS: mps, Shares: shares}
+	claim := Claim{UID: "u", Namespace: "ns", Name: "c", Devices: []Device{share, timeSliced, gpu("gpu-3", "MPS")}}
+	if !UsesSharing(Claim{Devices: []Device{share}}) {
+		t.Error("a claim with a share does not use sharing")
+	}
+	if _, err := c.Apply(context.Background(), claim); err != nil {
+		t.Fatal(err)
+	}
+	if len(shares.applied) != 1 || len(shares.applied[0].Devices) != 2 || len(ts.applied) != 0 || len(mps.applied) != 1 {
+		t.Fatalf("shares got %v, time-slicing %v, MPS %v", shares.applied, ts.applied, mps.applied)
+	}
+	if err := c.Undo(context.Background(), claim); err != nil || len(shares.undone) != 1 {
+		t.Errorf("Undo: %v, shares undone %v", err, shares.undone)
+	}
+	// Without a shares applier (no MPS), shares are accounting only.
+	if _, err := (Composite{}).Apply(context.Background(), Claim{Devices: []Device{share}}); err != nil {
+		t.Errorf("share without a shares applier: %v", err)
+	}
+	// A share with an MPS config of its own is refused.
+	mpsShare := gpu("gpu-4", "MPS")
+	mpsShare.Share = &Share{ID: "s-4"}
+	if _, err := c.Apply(context.Background(), Claim{UID: "u", Namespace: "ns", Name: "c", Devices: []Device{mpsShare}}); err == nil ||
+		!strings.Contains(err.Error(), "share of a GPU") {
+		t.Errorf("MPS config on a share: %v", err)
+	}
+}
+
+func TestActiveThreadPercentage(t *testing.T) {
+	for _, tc := range []struct {
+		s    *Share
+		want int64
+	}{
+		{nil, 0},
+		{&Share{MemoryBytes: 1}, 0},
+		{&Share{ComputeShares: 1, ComputeTotal: 4}, 25},
+		{&Share{ComputeShares: 1, ComputeTotal: 3}, 34},
+		{&Share{ComputeShares: 1, ComputeTotal: 1000}, 1},
+		{&Share{ComputeShares: 8, ComputeTotal: 8}, 100},
+	} {
+		if got := tc.s.ActiveThreadPercentage(); got != tc.want {
+			t.Errorf("%+v: %d, want %d", tc.s, got, tc.want)
+		}
+	}
+}
