@@ -59,6 +59,13 @@ type PreparedDevice struct {
 	// MIG is the MIG device that the driver creates for the claim (a
 	// dynamic MIG device); nil for any other device.
 	MIG *MIGInstance `json:"mig,omitempty"`
+	// ShareID is the allocation's share ID: set when the device allows
+	// several allocations (consumable capacity).
+	ShareID string `json:"shareID,omitempty"`
+	// Share holds the limits of a share that leaves room for others; nil
+	// for exclusive use, which includes a share that consumed all of the
+	// device's capacity.
+	Share *Share `json:"share,omitempty"`
 
 	// Extra holds the per-device fields that this version does not know;
 	// see ClaimRecord.Extra.
@@ -92,6 +99,17 @@ type MIGInstance struct {
 	GPUInstanceID     int    `json:"gpuInstanceID"`
 	ComputeInstanceID int    `json:"computeInstanceID"`
 	UUID              string `json:"uuid,omitempty"`
+}
+
+// Share is a claim's share of a GPU that several claims share, with the
+// limits its allocation consumed (see sharing.Share).
+type Share struct {
+	// MemoryBytes is the memory the share consumed; 0: no memory limit.
+	MemoryBytes int64 `json:"memoryBytes,omitempty"`
+	// ComputeShares of ComputeTotal is its part of the GPU's compute;
+	// ComputeTotal 0: no compute limit.
+	ComputeShares int64 `json:"computeShares,omitempty"`
+	ComputeTotal  int64 `json:"computeTotal,omitempty"`
 }
 
 // The alias types have the fields of the public types but not their

@@ -38,6 +38,7 @@ func (s *State) sharingDevice(d checkpoint.PreparedDevice) sharing.Device {
 		UUID:        d.UUID,
 		Requests:    append([]string(nil), d.Requests...),
 		AdminAccess: d.AdminAccess,
+		Share:       sharingShare(d),
 	}
 	if dev, ok := s.opts.Devices.Get(d.Device); ok && dev.Kind == devices.KindMIG {
 		sd.Type = devices.KindMIG

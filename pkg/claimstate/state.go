@@ -107,6 +107,10 @@ type Options struct {
 	// mig.go. Nil on a node without dynamic MIG: a claim of such a device
 	// then fails. Edits must then implement MIGEditsSource.
 	MIG MIGDevices
+	// ComputeShares is the share count of the GPUs' "shares" capacity
+	// (consumable capacity with a share count); 0 when the slices publish
+	// none. A share's compute limit is its consumed shares of it.
+	ComputeShares int64
 }
 
 // State is the node's prepared claims. Create it with New.
@@ -129,6 +133,9 @@ type State struct {
 	// never prepared, rolled back by Reconcile (or by a new Prepare of the
 	// claim). Their devices stay reserved until then.
 	intents map[string]*checkpoint.ClaimRecord
+	// shares maps a device name to the claims holding a share of it, by
+	// UID (see shares.go); a device is in owners or in shares, never both.
+	shares map[string]map[string]*checkpoint.ClaimRecord
 }
 
 // preparedClaim is a claim as the State keeps it in memory: its checkpoint
@@ -167,6 +174,7 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		recording: map[string]*preparedClaim{},
 		owners:    map[string]*checkpoint.ClaimRecord{},
 		intents:   map[string]*checkpoint.ClaimRecord{},
+		shares:    map[string]map[string]*checkpoint.ClaimRecord{},
 	}
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
@@ -187,10 +195,18 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 	return s, loadErrs, nil
 }
 
-// reserveLocked marks the exclusive devices of rec as held by its claim.
+// reserveLocked marks the devices of rec as held by its claim: exclusively,
+// or as a share.
 func (s *State) reserveLocked(rec *checkpoint.ClaimRecord) {
 	for _, d := range rec.Devices {
-		if !d.AdminAccess {
+		switch {
+		case d.AdminAccess:
+		case d.Share != nil:
+			if s.shares[d.Device] == nil {
+				s.shares[d.Device] = map[string]*checkpoint.ClaimRecord{}
+			}
+			s.shares[d.Device][rec.ClaimUID] = rec
+		default:
 			s.owners[d.Device] = rec
 		}
 	}
@@ -198,8 +214,17 @@ func (s *State) reserveLocked(rec *checkpoint.ClaimRecord) {
 
 func (s *State) releaseLocked(rec *checkpoint.ClaimRecord) {
 	for _, d := range rec.Devices {
-		if owner := s.owners[d.Device]; !d.AdminAccess && owner != nil && owner.ClaimUID == rec.ClaimUID {
+		if d.AdminAccess {
+			continue
+		}
+		if owner := s.owners[d.Device]; owner != nil && owner.ClaimUID == rec.ClaimUID {
 			delete(s.owners, d.Device)
+		}
+		if holders := s.shares[d.Device]; holders[rec.ClaimUID] == rec {
+			delete(holders, rec.ClaimUID)
+			if len(holders) == 0 {
+				delete(s.shares, d.Device)
+			}
 		}
 	}
 }
@@ -474,12 +499,24 @@ func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
 type conflict struct {
 	device checkpoint.PreparedDevice
 	holder *checkpoint.ClaimRecord
+	// capacity, when set, says which capacity of a shared GPU the
+	// other claims' shares leave too little of.
+	capacity string
 }
 
 // err is the error of a prepare refused because of the conflict; ref names
 // the claim being prepared.
 func (c *conflict) err(ref string) error {
 	other := claimRef(c.holder.Namespace, c.holder.Name, types.UID(c.holder.ClaimUID))
+	if c.capacity != "" {
+		return fmt.Errorf("%s: the share of device %s (GPU %s) does not fit beside the shares already prepared, %s: "+
+			"the scheduler allocated more than the GPU holds (a stale ResourceSlice or a claim that was never unprepared); "+
+			"delete the pod so that the claim is allocated again", ref, c.device.Device, c.device.UUID, c.capacity)
+	}
+	if c.device.Share != nil || holdsShare(c.holder, c.device.Device) {
+		return fmt.Errorf("%s: device %s (GPU %s) is prepared for %s, and a GPU is used either by one claim or as shares, not both: "+
+			"wait until the other claim's pods are gone, or ask both claims for shares (capacity requests)", ref, c.device.Device, c.device.UUID, other)
+	}
 	return fmt.Errorf("%s: device %s (GPU %s) is already prepared for %s: a GPU is given to one claim at a time; "+
 		"share it by referencing the same ResourceClaim from several pods, or wait until the other claim's pods are gone",
 		ref, c.device.Device, c.device.UUID, other)
@@ -494,8 +531,17 @@ func (s *State) reserve(rec *checkpoint.ClaimRecord) *conflict {
 		if d.AdminAccess {
 			continue
 		}
+		if d.Share != nil {
+			if c := s.shareConflictLocked(rec, d); c != nil {
+				return c
+			}
+			continue
+		}
 		if holder := s.owners[d.Device]; holder != nil && holder.ClaimUID != rec.ClaimUID {
 			return &conflict{device: d, holder: holder}
+		}
+		if c := s.exclusiveConflictLocked(rec, d); c != nil {
+			return c
 		}
 		for name, holder := range s.owners {
 			if holder.ClaimUID != rec.ClaimUID && name != d.Device && s.overlaps(name, d.Device) {
@@ -550,6 +596,7 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 		if dev.Dynamic != nil {
 			pd.MIG = migIntent(dev)
 		}
+		pd.ShareID, pd.Share = s.shareOf(r, dev)
 		pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), r.Device)}
 		sd := s.sharingDevice(pd)
 		if eff, ok := configs[i]; ok && eff.Config != nil {
@@ -570,6 +617,9 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 	}
 	if len(out) == 0 {
 		return nil, nil, fmt.Errorf("%s: no device of driver %s is allocated to the claim: the kubelet should not have asked this driver to prepare it", ref, s.opts.DriverName)
+	}
+	if err := checkOneShareEach(out, ref); err != nil {
+		return nil, nil, err
 	}
 	return out, shared, nil
 }
@@ -629,12 +679,17 @@ func (s *State) ensureSpec(ctx context.Context, pc *preparedClaim) error {
 func (s *State) result(rec *checkpoint.ClaimRecord) []kubeletplugin.Device {
 	out := make([]kubeletplugin.Device, 0, len(rec.Devices))
 	for _, d := range rec.Devices {
-		out = append(out, kubeletplugin.Device{
+		kd := kubeletplugin.Device{
 			Requests:     append([]string(nil), d.Requests...),
 			PoolName:     d.Pool,
 			DeviceName:   d.Device,
 			CDIDeviceIDs: append([]string(nil), d.CDIDeviceIDs...),
-		})
+		}
+		if d.ShareID != "" {
+			id := types.UID(d.ShareID)
+			kd.ShareID = &id
+		}
+		out = append(out, kd)
 	}
 	return out
 }
@@ -650,7 +705,7 @@ func sameDevices(a, b []checkpoint.PreparedDevice) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Device != b[i].Device || a[i].Pool != b[i].Pool || a[i].AdminAccess != b[i].AdminAccess ||
+		if a[i].Device != b[i].Device || a[i].Pool != b[i].Pool || a[i].AdminAccess != b[i].AdminAccess || a[i].ShareID != b[i].ShareID ||
 			fmt.Sprint(a[i].Requests) != fmt.Sprint(b[i].Requests) {
 			return false
 		}

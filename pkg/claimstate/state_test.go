@@ -80,6 +80,8 @@ type env struct {
 	// inv and give the State its MIG devices.
 	set *devices.Set
 	mig MIGDevices
+	// computeShares is Options.ComputeShares.
+	computeShares int64
 }
 
 func newEnv(t testing.TB) *env {
@@ -118,7 +120,7 @@ func (e *env) restart() {
 	}
 	opts := Options{
 		DriverName: driverName, PoolName: nodeName, Devices: set, Edits: e.editsSource(),
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now, MIG: e.mig,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now, MIG: e.mig, ComputeShares: e.computeShares,
 	}
 	if e.api != nil {
 		opts.LookupClaim, opts.OnStaleClaim = e.api.lookup, e.api.onStale
