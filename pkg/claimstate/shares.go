@@ -159,3 +159,20 @@ func holdsShare(rec *checkpoint.ClaimRecord, name string) bool {
 	}
 	return false
 }
+
+// HoldsShares tells whether the prepared claim with this UID holds a share
+// of a GPU that leaves room for others (a device with Share limits).
+func (s *State) HoldsShares(uid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pc := s.prepared[uid]
+	if pc == nil {
+		return false
+	}
+	for _, d := range pc.rec.Devices {
+		if d.Share != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -35,6 +35,9 @@ type driver struct {
 	fatal func(error)
 	// health feeds the health reports; nil: every device is healthy.
 	health *healthWiring
+	// warnShares, when set, is called after the prepare of a claim that
+	// holds shares of GPUs that this node cannot enforce (no MPS).
+	warnShares func(ctx context.Context, claim *resourceapi.ResourceClaim)
 }
 
 var _ kubeletplugin.DRAPlugin = (*driver)(nil)
@@ -65,7 +68,11 @@ func (d *driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 // only, never the plugin or the other claims of the call.
 func (d *driver) prepareOne(ctx context.Context, claim *resourceapi.ResourceClaim) (devs []kubeletplugin.Device, err error) {
 	defer recoverInto(&err)
-	return d.state.Prepare(ctx, claim)
+	devs, err = d.state.Prepare(ctx, claim)
+	if err == nil && d.warnShares != nil && d.state.HoldsShares(string(claim.UID)) {
+		d.warnShares(ctx, claim)
+	}
+	return devs, err
 }
 
 func (d *driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
