@@ -144,3 +144,33 @@ func TestTwoSharesOfOneGPUInOneClaimAreRefused(t *testing.T) {
 		t.Errorf("two shares in one claim: %v", err)
 	}
 }
+
+// After a reboot (new boot ID, CDI directory emptied, every MPS daemon
+// gone), Reconcile applies each share again and writes its spec with its
+// limits; the shares keep their IDs and their capacity accounting.
+func TestSharesAreReappliedAfterAReboot(t *testing.T) {
+	e, rec := newSharesEnv(t)
+	for _, uid := range []string{"a", "b"} {
+		if _, err := e.state.Prepare(e.ctx, shareClaim(uid, "gpu-4", "30Gi", 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.emptyCDIDir()
+	rec.applied = map[string]sharing.Claim{} // what the reboot wiped
+	e.bootID = "boot-2"
+	e.restart()
+	report := e.state.Reconcile(e.ctx)
+	if report.SharingReapplied != 2 || len(report.Errors) != 0 {
+		t.Fatalf("report = %+v, want both shares re-applied", report)
+	}
+	if len(rec.applied) != 2 || rec.applied["a"].Devices[0].Share.ID == "" || rec.applied["b"].Devices[0].Share.MemoryBytes != 30<<30 {
+		t.Errorf("re-applied shares: %+v", rec.applied)
+	}
+	if spec := readSpec(t, e.specPath("b")); !containsStr(spec.Devices[0].ContainerEdits.Env, "SHARE_MEMORY=30Gi") {
+		t.Errorf("re-created spec of share b: env %v", spec.Devices[0].ContainerEdits.Env)
+	}
+	// 60Gi of 80Gi are still held after the reboot.
+	if _, err := e.state.Prepare(e.ctx, shareClaim("c", "gpu-4", "30Gi", 0)); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Errorf("a third 30Gi share after the reboot: %v", err)
+	}
+}
