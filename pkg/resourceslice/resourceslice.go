@@ -35,6 +35,12 @@
 // and one capacity, memory, the framebuffer size in bytes (a binary-SI
 // quantity such as "80Gi").
 //
+// With Options.ConsumableCapacity on, a whole GPU that is not
+// partitionable is shared between claims: it allows multiple allocations,
+// its memory capacity (rounded down to a whole MiB) has a request policy,
+// and in the share-count mode it has a second capacity, shares, in the
+// form of NVIDIA's reference driver (see consumable.go).
+//
 // A GPU that NVML enumerates but cannot use (inventory.Inventory.Unusable,
 // e.g. one that fell off the bus) is published by UnusableDevices, not by
 // Devices: under the name it has when it works, with the attributes NVML
@@ -123,6 +129,12 @@ type Options struct {
 	// reads the host's /sys. Leave it nil for mock backends, whose bus IDs
 	// are invented and may name unrelated devices of the host.
 	PCIeRoot func(busID string) (string, error)
+
+	// ConsumableCapacity, when Enabled, publishes every whole GPU that is
+	// not partitionable as a device that several claims share, with
+	// allowMultipleAllocations and the capacities and request policies
+	// of its mode (see consumable.go). The zero value is disabled.
+	ConsumableCapacity ConsumableCapacity
 }
 
 // DefaultSysfsRoot is where a process that shares the host's mount
@@ -185,7 +197,10 @@ func PCIeRootResolver(sysfsRoot string) func(busID string) (string, error) {
 // partitionable GPU's whole self and its partitions in the GPU's place),
 // with the attributes and capacities described in the package
 // documentation; a partitionable GPU and its partitions also consume the
-// GPU's counters (see CounterSets). inv gives only the driver-wide
+// GPU's counters (see CounterSets). With opts.ConsumableCapacity enabled,
+// every other whole GPU allows multiple allocations and has the consumable
+// capacities of that mode (see consumable.go), its memory capacity
+// rounded down to a whole MiB; MIG devices are unchanged. inv gives only the driver-wide
 // attributes (driverVersion, cudaDriverVersion), repeated on every device;
 // a nil inv leaves them out. A nil set, or one without devices, gives an
 // empty, non-nil result.
@@ -219,6 +234,9 @@ func Devices(inv *inventory.Inventory, set *devices.Set, opts Options) []resourc
 			}
 			if c, ok := counters[d.GPU.UUID]; ok && d.Partitionable {
 				dev.ConsumesCounters = []resourceapi.DeviceCounterConsumption{{CounterSet: c.setName, Counters: c.all()}}
+			}
+			if consumableEligible(d) {
+				opts.ConsumableCapacity.makeConsumable(&dev, d.GPU.MemoryBytes)
 			}
 			out = append(out, dev)
 		case d.Kind == devices.KindMIG && d.MIG != nil:
@@ -291,9 +309,11 @@ const MaxCounterSetsPerSlice = resourceapi.ResourceSliceMaxCounterSets // 8
 // devices) and are packed greedily: every device slice but the last is
 // full. A slice holds at most MaxDevicesPerSlice devices, or
 // MaxDevicesPerSliceWithTaintsOrCounters when any of the given devices has
-// taints, consumes counters or has a list-typed attribute (the limit is
-// chosen once for the whole pool so that tainting one device does not
-// reshuffle only some slices). Every counter set and every device appears
+// taints, consumes counters or has a list-typed attribute: the advanced
+// features that the API lists for that limit, among which
+// allowMultipleAllocations and capacity request policies are not. The
+// limit is chosen once for the whole pool so that tainting one device does
+// not reshuffle only some slices. Every counter set and every device appears
 // in exactly one slice, and the same input always gives the same slices.
 // With neither devices nor counters the pool has a single empty slice,
 // which tells the scheduler that the driver runs but the node has no GPU.
@@ -326,7 +346,11 @@ func DriverResources(nodeName string, devices []resourceapi.Device, counters []r
 }
 
 // usesAdvancedFeatures reports whether d lowers the per-slice device limit
-// to ResourceSliceMaxDevicesWithAdvancedFeatures.
+// to ResourceSliceMaxDevicesWithAdvancedFeatures: the features that the
+// API lists for that constant (taints, counter consumption, list-typed
+// attributes). Consumable capacity (allowMultipleAllocations, request
+// policies) is not among them and keeps the limit at
+// ResourceSliceMaxDevices.
 func usesAdvancedFeatures(d resourceapi.Device) bool {
 	if len(d.Taints) > 0 || len(d.ConsumesCounters) > 0 {
 		return true
