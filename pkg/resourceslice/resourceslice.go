@@ -200,9 +200,9 @@ func PCIeRootResolver(sysfsRoot string) func(busID string) (string, error) {
 // GPU's counters (see CounterSets). With opts.ConsumableCapacity enabled,
 // every other whole GPU allows multiple allocations and has the consumable
 // capacities of that mode (see consumable.go), its memory capacity
-// rounded down to a whole MiB; MIG devices are unchanged. inv gives only the driver-wide
-// attributes (driverVersion, cudaDriverVersion), repeated on every device;
-// a nil inv leaves them out. A nil set, or one without devices, gives an
+// rounded down to a whole MiB; MIG devices are unchanged. inv gives only
+// the driver-wide attributes (driverVersion, cudaDriverVersion), repeated
+// on every device; a nil inv leaves them out. A nil set, or one without devices, gives an
 // empty, non-nil result.
 //
 // The result shares no memory with inv or set, and each call returns fresh
