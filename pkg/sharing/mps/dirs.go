@@ -18,14 +18,32 @@ const (
 	readyFile = "ready"
 )
 
-// claimDirs are the host directories of one claim's daemon.
-type claimDirs struct {
+// gpuDirPrefix starts the name of a shared GPU's directory in BaseDir
+// ("gpu-GPU-<uuid>"); a claim's directory is named by its UID, which never
+// starts with it (claim UIDs are UUIDs, in hex).
+const gpuDirPrefix = "gpu-"
+
+// daemonDirs are the host directories of one daemon: a claim's (Manager)
+// or a shared GPU's (SharedGPUs).
+type daemonDirs struct {
 	Root, Pipe, Log, Shm string
 }
 
-func newClaimDirs(baseDir, claimUID string) claimDirs {
-	root := filepath.Join(baseDir, claimUID)
-	return claimDirs{
+// newClaimDirs returns the directories of the daemon of a claim:
+// <baseDir>/<claim UID>.
+func newClaimDirs(baseDir, claimUID string) daemonDirs {
+	return newDaemonDirs(baseDir, claimUID)
+}
+
+// newGPUDirs returns the directories of the daemon of a shared GPU:
+// <baseDir>/gpu-<GPU UUID>.
+func newGPUDirs(baseDir, gpuUUID string) daemonDirs {
+	return newDaemonDirs(baseDir, gpuDirPrefix+gpuUUID)
+}
+
+func newDaemonDirs(baseDir, name string) daemonDirs {
+	root := filepath.Join(baseDir, name)
+	return daemonDirs{
 		Root: root,
 		Pipe: filepath.Join(root, "pipe"),
 		Log:  filepath.Join(root, "log"),
@@ -36,7 +54,7 @@ func newClaimDirs(baseDir, claimUID string) claimDirs {
 // create makes the directories; idempotent. Mode 0755: clients that run as
 // another user reach the pipes through them, the files in them carry their
 // own modes.
-func (d claimDirs) create() error {
+func (d daemonDirs) create() error {
 	for _, dir := range []string{d.Root, d.Pipe, d.Log, d.Shm} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("creating MPS directory %s: %w: check that the MPS base directory is writable by the plugin", dir, err)
@@ -47,9 +65,9 @@ func (d claimDirs) create() error {
 
 // remove deletes the directories and what the daemon left in them;
 // idempotent. The caller makes sure that no daemon uses them any more.
-func (d claimDirs) remove() error {
+func (d daemonDirs) remove() error {
 	if err := os.RemoveAll(d.Root); err != nil {
-		return fmt.Errorf("removing MPS directory %s: %w: remove it by hand once no MPS daemon pod of the claim is left", d.Root, err)
+		return fmt.Errorf("removing MPS directory %s: %w: remove it by hand once the MPS daemon pod that used it is gone", d.Root, err)
 	}
 	return nil
 }

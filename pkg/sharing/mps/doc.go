@@ -1,7 +1,10 @@
 // Package mps implements the MPS sharing strategy: one CUDA MPS control
 // daemon per ResourceClaim, serving all the claim's devices whose opaque
 // config says sharing.strategy MPS. Manager is the sharing.Applier of the
-// strategy.
+// strategy. It also enforces the limits of shares of GPUs (consumable
+// capacity): SharedGPUs runs one daemon per shared GPU, serving every claim
+// with a share of it (see "Shared GPUs" below). Both run their daemons the
+// same way, with the same Pod, directory and client-edit code.
 //
 // # How the daemon runs
 //
@@ -88,4 +91,45 @@
 // device. Devices with admin access are shared with other claims and cannot
 // get a daemon. Violations fail Apply with an error that names the claim,
 // the field and the accepted values, before anything is created.
+//
+// # Shared GPUs
+//
+// SharedGPUs is the sharing.Applier of sharing.Composite's Shares: it gets
+// only the claims' devices with a sharing.Share. A shared GPU has one
+// daemon, whatever the number of claims holding shares of it:
+//
+//   - Pod "gpudra-mps-<GPU UUID in lower case>" (GPUPodName; a hash when
+//     that is no DNS label), labels app.kubernetes.io/component and
+//     gpudra.io/mps-gpu-uuid (LabelGPUUUID, the UUID or its hash), the
+//     UUID itself in the annotation of the same name, and no claim label:
+//     the daemon belongs to the GPU, not to a claim. Manager's Sweep never
+//     touches it.
+//   - Host directories <BaseDir>/gpu-<GPU UUID>/{pipe,log,shm}.
+//   - CUDA_VISIBLE_DEVICES=<GPU UUID>, and no default limits: the limits
+//     are each client's own. The config hash covers the UUID only, so the
+//     daemon survives plugin restarts and upgrades exactly like a claim's.
+//
+// Apply refuses a claim with shares of more than one GPU (a CUDA process
+// connects to one daemon: one CUDA_MPS_PIPE_DIRECTORY) or of a MIG device,
+// before anything is created. Otherwise it makes the directories, finds or
+// creates the Pod by name, and waits for it to be ready, as Manager does;
+// then each share device gets CUDA_MPS_PIPE_DIRECTORY, the pipe and shm
+// mounts (not the log directory, whose logs name the processes of every
+// claim on the GPU), and its share's client limits:
+// CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=<MiB>M when the share consumed memory
+// (the GPU is device 0 in a container that sees only it), and
+// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=<n> when it consumed compute shares.
+// A repeated Apply returns the same edits.
+//
+// Undo stops the daemon and removes the directories when no other claim
+// holds a share of the GPU: none of the claim state's recorded claims
+// (other than the one undone, by UID) and no Apply in progress. It decides
+// from the records and the Claim alone, so it works after a restart.
+// For one GPU, the ensure step of Apply (directories and Pod) and Undo's
+// decision and teardown hold a mutex of that GPU; Apply waits for
+// readiness without it. So the last Undo and a new Apply of a GPU never
+// race into a deleted daemon (the Apply either finds the daemon kept, or
+// starts a new one after the old is gone), and shares of a GPU whose
+// daemon runs are prepared in parallel. Sweep, at start-up, removes the
+// daemons and directories of GPUs without a prepared share.
 package mps

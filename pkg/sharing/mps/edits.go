@@ -11,32 +11,26 @@ import (
 // device gets the same edits; the CDI library keeps one mount per container
 // path and one value per variable, so a container with several of them gets
 // each once.
-func clientEdits(d claimDirs, c *daemonConfig) sharing.Edits {
-	edits := specs.ContainerEdits{
-		Env: []string{
-			"CUDA_MPS_PIPE_DIRECTORY=" + containerPipeDir,
-			"CUDA_MPS_LOG_DIRECTORY=" + containerLogDir,
-		},
-		Mounts: []*specs.Mount{
-			{HostPath: d.Pipe, ContainerPath: containerPipeDir, Type: "bind", Options: []string{"rbind", "rw", "nosuid", "nodev"}},
-			{HostPath: d.Log, ContainerPath: containerLogDir, Type: "bind", Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
-			{HostPath: d.Shm, ContainerPath: containerShmDir, Type: "bind", Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
-		},
-	}
+func clientEdits(d daemonDirs, c *daemonConfig) sharing.Edits {
 	out := sharing.Edits{Devices: map[string]specs.ContainerEdits{}}
 	for _, name := range c.Names {
-		out.Devices[name] = copyEdits(edits)
+		out.Devices[name] = connectEdits(d, true)
 	}
 	return out
 }
 
-// copyEdits copies e so that no two devices share slices or mounts.
-func copyEdits(e specs.ContainerEdits) specs.ContainerEdits {
-	out := specs.ContainerEdits{Env: append([]string(nil), e.Env...)}
-	for _, m := range e.Mounts {
-		mc := *m
-		mc.Options = append([]string(nil), m.Options...)
-		out.Mounts = append(out.Mounts, &mc)
+// connectEdits returns the environment and mounts that connect a client
+// container to the daemon whose directories are d: its pipe directory
+// (read-write) and its shm directory, and with withLog its log directory
+// (read-only). Every call returns new slices and mounts, so that no two
+// devices' edits share memory.
+func connectEdits(d daemonDirs, withLog bool) specs.ContainerEdits {
+	e := specs.ContainerEdits{Env: []string{"CUDA_MPS_PIPE_DIRECTORY=" + containerPipeDir}}
+	e.Mounts = append(e.Mounts, &specs.Mount{HostPath: d.Pipe, ContainerPath: containerPipeDir, Type: "bind", Options: []string{"rbind", "rw", "nosuid", "nodev"}})
+	if withLog {
+		e.Env = append(e.Env, "CUDA_MPS_LOG_DIRECTORY="+containerLogDir)
+		e.Mounts = append(e.Mounts, &specs.Mount{HostPath: d.Log, ContainerPath: containerLogDir, Type: "bind", Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}})
 	}
-	return out
+	e.Mounts = append(e.Mounts, &specs.Mount{HostPath: d.Shm, ContainerPath: containerShmDir, Type: "bind", Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}})
+	return e
 }

@@ -20,6 +20,11 @@ const (
 	// LabelClaimUID holds the claim UID (hashed when it is no valid label
 	// value); it finds the daemon of a claim.
 	LabelClaimUID = "gpudra.io/mps-claim-uid"
+	// LabelGPUUUID holds the UUID of the shared GPU that a SharedGPUs
+	// daemon serves (hashed when it is no valid label value); it marks
+	// the daemons of shared GPUs. Their annotation of the same name holds
+	// the UUID itself.
+	LabelGPUUUID = "gpudra.io/mps-gpu-uuid"
 	// LabelComponent marks every daemon Pod of the plugin.
 	LabelComponent      = "app.kubernetes.io/component"
 	componentValue      = "mps-control-daemon"
@@ -27,6 +32,7 @@ const (
 	managedByValue      = "gpu-kubelet-plugin"
 	annotationClaim     = "gpudra.io/mps-claim"
 	annotationClaimUID  = "gpudra.io/mps-claim-uid"
+	annotationGPUUUID   = "gpudra.io/mps-gpu-uuid"
 	annotationNode      = "gpudra.io/mps-node"
 	annotationHash      = "gpudra.io/mps-config-hash"
 	containerName       = "mps-control-daemon"
@@ -43,6 +49,18 @@ func PodName(claimUID string) string {
 	return podNamePrefix + uidKey(claimUID, 63-len(podNamePrefix), validation.IsDNS1123Label)
 }
 
+// GPUPodName returns the name of the daemon Pod of the shared GPU with the
+// given UUID: "gpudra-mps-" and the UUID in lower case (a DNS label), so
+// that Apply and Undo of every share of the GPU find the same Pod without
+// any state. It never equals a PodName: claim UIDs never start with "gpu-".
+func GPUPodName(gpuUUID string) string {
+	return podNamePrefix + uidKey(strings.ToLower(gpuUUID), 63-len(podNamePrefix), validation.IsDNS1123Label)
+}
+
+func gpuUUIDLabel(gpuUUID string) string {
+	return uidKey(gpuUUID, validation.LabelValueMaxLength, validation.IsValidLabelValue)
+}
+
 func claimUIDLabel(claimUID string) string {
 	return uidKey(claimUID, validation.LabelValueMaxLength, validation.IsValidLabelValue)
 }
@@ -57,11 +75,42 @@ func uidKey(uid string, max int, valid func(string) []string) string {
 	return "h" + hex.EncodeToString(sum[:])[:40]
 }
 
+// podMeta is what tells one daemon Pod from another: its name and the
+// labels and annotations that find it (a claim's or a shared GPU's).
+// buildPod adds the labels and annotations common to all daemon Pods.
+type podMeta struct {
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// claimPodMeta is the identity of the daemon Pod of a claim (Manager).
+func claimPodMeta(c sharing.Claim) podMeta {
+	return podMeta{
+		Name:   PodName(c.UID),
+		Labels: map[string]string{LabelClaimUID: claimUIDLabel(c.UID)},
+		Annotations: map[string]string{
+			annotationClaim:    fmt.Sprintf("%s/%s (uid %s)", c.Namespace, c.Name, c.UID),
+			annotationClaimUID: c.UID,
+		},
+	}
+}
+
+// gpuPodMeta is the identity of the daemon Pod of a shared GPU
+// (SharedGPUs).
+func gpuPodMeta(gpuUUID string) podMeta {
+	return podMeta{
+		Name:        GPUPodName(gpuUUID),
+		Labels:      map[string]string{LabelGPUUUID: gpuUUIDLabel(gpuUUID)},
+		Annotations: map[string]string{annotationGPUUUID: gpuUUID},
+	}
+}
+
 // podSpec holds the inputs of buildPod.
 type podSpec struct {
-	Claim             sharing.Claim
+	Meta              podMeta
 	Config            *daemonConfig
-	Dirs              claimDirs
+	Dirs              daemonDirs
 	Namespace         string
 	NodeName          string
 	Image             string
@@ -70,7 +119,8 @@ type podSpec struct {
 	PriorityClassName string
 }
 
-// buildPod returns the daemon Pod of a claim.
+// buildPod returns a daemon Pod: one serving Config's devices with its
+// limits, using the directories Dirs, named and labelled by Meta.
 func buildPod(s podSpec) *corev1.Pod {
 	root := "" // where the daemon's file system is, seen from the container
 	if !s.Mock {
@@ -108,21 +158,20 @@ func buildPod(s podSpec) *corev1.Pod {
 	probe := fmt.Sprintf("test -p %s && test -f %s",
 		path.Join(root+containerPipeDir, "control"), path.Join(root+containerLogDir, readyFile))
 
+	labels := map[string]string{LabelComponent: componentValue, labelManagedBy: managedByValue}
+	for k, v := range s.Meta.Labels {
+		labels[k] = v
+	}
+	annotations := map[string]string{annotationNode: s.NodeName, annotationHash: s.Config.hash()}
+	for k, v := range s.Meta.Annotations {
+		annotations[k] = v
+	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      PodName(s.Claim.UID),
-			Namespace: s.Namespace,
-			Labels: map[string]string{
-				LabelClaimUID:  claimUIDLabel(s.Claim.UID),
-				LabelComponent: componentValue,
-				labelManagedBy: managedByValue,
-			},
-			Annotations: map[string]string{
-				annotationClaim:    fmt.Sprintf("%s/%s (uid %s)", s.Claim.Namespace, s.Claim.Name, s.Claim.UID),
-				annotationClaimUID: s.Claim.UID,
-				annotationNode:     s.NodeName,
-				annotationHash:     s.Config.hash(),
-			},
+			Name:        s.Meta.Name,
+			Namespace:   s.Namespace,
+			Labels:      labels,
+			Annotations: annotations,
 		},
 		Spec: corev1.PodSpec{
 			NodeName:                      s.NodeName,

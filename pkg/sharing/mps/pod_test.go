@@ -16,7 +16,7 @@ func realPod(t *testing.T) (*corev1.Pod, *daemonConfig) {
 		PinnedLimits: []pinnedLimit{{UUID: "GPU-bbbb", MiB: 2048}},
 	}
 	p := buildPod(podSpec{
-		Claim: claimOf(), Config: cfg, Dirs: newClaimDirs("/var/lib/gpudra/mps", testClaimUID),
+		Meta: claimPodMeta(claimOf()), Config: cfg, Dirs: newClaimDirs("/var/lib/gpudra/mps", testClaimUID),
 		Namespace: testNamespace, NodeName: testNode, Image: "img", HostDriverRoot: "/run/nvidia/driver",
 		PriorityClassName: "system-node-critical",
 	})
@@ -84,7 +84,7 @@ func TestRealDaemonPodChrootsIntoTheDriverRoot(t *testing.T) {
 
 func TestMockDaemonPodRunsTheMockBinary(t *testing.T) {
 	cfg := &daemonConfig{UUIDs: []string{"GPU-aaaa"}, Names: []string{"gpu-0"}}
-	p := buildPod(podSpec{Claim: claimOf(), Config: cfg, Dirs: newClaimDirs("/base", testClaimUID),
+	p := buildPod(podSpec{Meta: claimPodMeta(claimOf()), Config: cfg, Dirs: newClaimDirs("/base", testClaimUID),
 		Namespace: testNamespace, NodeName: testNode, Image: "img", Mock: true})
 	ctr := p.Spec.Containers[0]
 	if !slices.Equal(ctr.Command, []string{mockDaemonBinary}) {
