@@ -22,11 +22,14 @@ import (
 	"github.com/gpudra/gpudra/pkg/kubeclient"
 	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/plugin"
+	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
 type options struct {
 	cfg          plugin.Config
 	podUID       string
+	// consumableCapacity is --consumable-capacity, parsed into cfg.
+	consumableCapacity string
 	kubeconfig   string
 	kubeAPIQPS   float64
 	kubeAPIBurst int
@@ -59,6 +62,7 @@ func run(args []string) error {
 	f.Duration(&o.cfg.Health.ResendInterval, "health-resend-interval", "HEALTH_RESEND_INTERVAL", 15*time.Second, "how often device health is re-sent to the kubelet (must stay below its 30s timeout)")
 	f.Duration(&o.cfg.StaleClaims.GracePeriod, "stale-claim-grace-period", "STALE_CLAIM_GRACE_PERIOD", 5*time.Minute, "how long a claim stays prepared before the periodic check unprepares it if the API server no longer has it for this node (deleted, or deallocated); 0 turns the check off (a prepare that needs a device of such a claim still unprepares it)")
 	f.Bool(&o.cfg.DynamicMIG.Enabled, "dynamic-mig", "DYNAMIC_MIG", false, "partition MIG-capable GPUs on demand (KEP-4815 partitionable devices): publish each with a counter set, one device per MIG profile and placement and, where it can leave MIG mode without a reset, itself whole; a prepare creates the allocated MIG device and an unprepare destroys it. GPUs holding MIG devices made outside the driver are left alone (published as static MIG devices)")
+	f.String(&o.consumableCapacity, "consumable-capacity", "CONSUMABLE_CAPACITY", "disabled", "share whole GPUs between claims (DRA consumable capacity): disabled; memory (claims request memory, default the whole GPU); unlimited (memory, default 0); or a share count N (memory default 0, plus N compute shares, default 1). With MPS on, each share's memory and compute limits are enforced through the GPU's MPS daemon")
 	f.Duration(&o.cfg.DriverWatchInterval, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then restarts to use it); 0 turns it off")
 	var healthFlags health.Flags
 	healthFlags.AddFlags(f)
@@ -83,6 +87,11 @@ func run(args []string) error {
 	if o.cfg.DriverWatchInterval < 0 {
 		return fmt.Errorf("--driver-watch-interval=%s: want a duration such as 30s, or 0", o.cfg.DriverWatchInterval)
 	}
+	consumable, err := resourceslice.ParseConsumableCapacity(o.consumableCapacity)
+	if err != nil {
+		return fmt.Errorf("--consumable-capacity: %w", err)
+	}
+	o.cfg.ConsumableCapacity = consumable
 	o.cfg.Kubelet.PodUID = types.UID(o.podUID)
 	healthOpts, err := healthFlags.Options()
 	if err != nil {

@@ -64,12 +64,21 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 	// The time slicer reads the recorded claims of the state created
 	// below; it does so only in Undo, which nothing calls before New returns.
 	var state *claimstate.State
-	applier := newSharing(ctx, cfg, n, func() []sharing.Claim { return state.SharingClaims() }, mpsApplier(mpsManager))
+	sharingClaims := func() []sharing.Claim { return state.SharingClaims() }
+	sharedGPUs, err := NewSharedGPUs(ctx, cfg, n, sharingClaims)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GPU shares: %w", err)
+	}
+	var shares sharing.Applier
+	if sharedGPUs != nil {
+		shares = sharedGPUs
+	}
+	applier := newSharing(ctx, cfg, n, sharingClaims, mpsApplier(mpsManager), shares)
 	state, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Devices: n.Devices, Edits: claimEdits,
 		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier,
 		LookupClaim: lookupClaim(cfg.KubeClient), OnStaleClaim: staleClaimReporter(cfg.KubeClient, cfg.NodeName, m),
-		MIG: migDevices,
+		MIG: migDevices, ComputeShares: int64(cfg.ConsumableCapacity.Shares),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -89,6 +98,7 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 	m.PreparedClaims.Set(float64(len(state.PreparedClaims())))
 	sweepCtx, cancelSweep := context.WithTimeout(ctx, 10*time.Second)
 	sweepMPS(sweepCtx, mpsManager, state)
+	sweepSharedGPUs(sweepCtx, sharedGPUs, state)
 	cancelSweep()
 	return state, dm, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/node"
+	"github.com/gpudra/gpudra/pkg/resourceslice"
 )
 
 // Config is everything the plugin needs; cmd/gpu-kubelet-plugin fills it
@@ -43,6 +44,9 @@ type Config struct {
 	// DynamicMIG configures MIG devices made on demand (see
 	// dynamicmig.go); a zero value turns it off.
 	DynamicMIG DynamicMIGConfig
+	// ConsumableCapacity shares whole GPUs between claims (see
+	// shares.go); the zero value turns it off.
+	ConsumableCapacity resourceslice.ConsumableCapacity
 }
 
 // StaleClaimsConfig configures the periodic sweep of stale claims: claims

@@ -37,7 +37,11 @@ func NewMPSManager(ctx context.Context, cfg Config, n *node.Node) (*mps.Manager,
 		klog.FromContext(ctx).Info("MPS sharing is off: no daemon image configured (--mps-daemon-image)")
 		return nil, nil
 	}
-	return mps.New(mps.Options{
+	return mps.New(mpsOptions(cfg, n))
+}
+
+func mpsOptions(cfg Config, n *node.Node) mps.Options {
+	return mps.Options{
 		Client:            cfg.KubeClient,
 		Namespace:         cfg.MPS.Namespace,
 		NodeName:          cfg.NodeName,
@@ -46,7 +50,41 @@ func NewMPSManager(ctx context.Context, cfg Config, n *node.Node) (*mps.Manager,
 		HostDriverRoot:    n.Roots.HostDriver(),
 		Mock:              n.Backend.Mock(),
 		PriorityClassName: cfg.MPS.PriorityClassName,
-	})
+	}
+}
+
+// NewSharedGPUs returns the applier that enforces GPU shares (one MPS
+// daemon per shared GPU), or nil when GPUs are not shared or MPS is off
+// (shares are then accounting only). claims is the claim state's
+// SharingClaims.
+func NewSharedGPUs(ctx context.Context, cfg Config, n *node.Node, claims func() []sharing.Claim) (*mps.SharedGPUs, error) {
+	if !cfg.ConsumableCapacity.Enabled() {
+		return nil, nil
+	}
+	if cfg.MPS.DaemonImage == "" {
+		klog.FromContext(ctx).Info("GPU shares are accounting only: MPS is off, so their limits are not enforced (pods get a GPUShareNotEnforced event)")
+		return nil, nil
+	}
+	return mps.NewSharedGPUs(mpsOptions(cfg, n), claims)
+}
+
+// sweepSharedGPUs removes the MPS daemons of shared GPUs that no recorded
+// claim holds a share of. Errors are logged, like sweepMPS's.
+func sweepSharedGPUs(ctx context.Context, s *mps.SharedGPUs, state *claimstate.State) {
+	if s == nil {
+		return
+	}
+	held := map[string]bool{}
+	for _, c := range state.SharingClaims() {
+		for _, d := range c.Devices {
+			if d.Share != nil {
+				held[d.GPUUUID()] = true
+			}
+		}
+	}
+	if err := s.Sweep(ctx, func(uuid string) bool { return held[uuid] }); err != nil {
+		klog.FromContext(ctx).Error(err, "Removing the MPS daemons of shared GPUs without shares; they stay until the next start")
+	}
 }
 
 // mpsApplier returns m as a sharing.Applier; nil (MPS off) when m is nil, so

@@ -129,7 +129,7 @@ func (p *Plugin) serveMetrics() error {
 // and starts the kubeletplugin helper.
 func (p *Plugin) startKubeletPlugin() (*driver, error) {
 	cfg := p.cfg
-	sliceOpts := resourceslice.Options{PCIeRoot: p.node.PCIeRoot()}
+	sliceOpts := resourceslice.Options{PCIeRoot: p.node.PCIeRoot(), ConsumableCapacity: cfg.ConsumableCapacity}
 	// The GPUs NVML cannot use come last, tainted (see
 	// resourceslice.UnusableDevices).
 	// The node's devices are those openDynamicMIG decided on, with the
@@ -150,6 +150,11 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 		state: p.state, metrics: p.metrics, poolName: cfg.NodeName, devices: names, unusable: unusable,
 		healthResend: cfg.Health.ResendInterval,
 		fatal:        func(err error) { p.cancel(fmt.Errorf("fatal background error: %w", err)) },
+	}
+	if cfg.ConsumableCapacity.Enabled() && cfg.MPS.DaemonImage == "" {
+		drv.warnShares = func(ctx context.Context, claim *resourceapi.ResourceClaim) {
+			warnSharesNotEnforced(ctx, cfg.KubeClient, cfg.NodeName, claim)
+		}
 	}
 	hw, err := setupHealth(p.ctx, cfg, p.node, devices, p.metrics, drv)
 	if err != nil {

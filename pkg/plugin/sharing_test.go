@@ -21,13 +21,13 @@ func TestNewSharingPicksTheTimeSlicer(t *testing.T) {
 		return n
 	}
 	cfg := Config{DriverName: "gpu.nvidia.com", Kubelet: KubeletConfig{PluginsDir: t.TempDir()}}
-	mock := newSharing(ctx, cfg, open(node.Flags{NVML: "mock:dgxh100", MockHostRoot: t.TempDir()}), claims, nil).(sharing.Composite)
+	mock := newSharing(ctx, cfg, open(node.Flags{NVML: "mock:dgxh100", MockHostRoot: t.TempDir()}), claims, nil, nil).(sharing.Composite)
 	if mock.TimeSlicing == nil || mock.MPS != nil {
 		t.Errorf("mock backend: %+v, want time-slicing and no MPS", mock)
 	}
 	// A real node whose driver root has no nvidia-smi: time-slicing is off.
 	real := &node.Node{Backend: mustBackend(t, "real"), Roots: node.Roots{DriverRoot: t.TempDir()}}
-	if c := newSharing(ctx, cfg, real, claims, nil).(sharing.Composite); c.TimeSlicing != nil {
+	if c := newSharing(ctx, cfg, real, claims, nil, nil).(sharing.Composite); c.TimeSlicing != nil {
 		t.Errorf("time-slicing on without nvidia-smi")
 	}
 }

@@ -186,6 +186,8 @@ plugin's own variables.
   value: {{ .Values.staleClaims.gracePeriod | quote }}
 - name: DYNAMIC_MIG
   value: {{ .Values.dynamicMIG.enabled | quote }}
+- name: CONSUMABLE_CAPACITY
+  value: {{ .Values.consumableCapacity | toString | quote }}
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef:
