@@ -24,12 +24,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 
@@ -51,6 +54,9 @@ type options struct {
 	fsyncDir    string
 	fsyncWrites int
 	callTimeout time.Duration
+	// shareMemory, when set, makes every claim a share of one GPU
+	// consuming this much memory (the chart's consumableCapacity on).
+	shareMemory *resource.Quantity
 }
 
 func main() {
@@ -84,11 +90,19 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.fsyncDir, "fsync-dir", "/var/run/cdi", "directory where the durable-write floor is measured")
 	fs.IntVar(&o.fsyncWrites, "fsync-writes", 200, "number of durable writes for the floor measurement")
 	fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "timeout of one gRPC call")
+	share := fs.String("share-memory", "", "make every claim a share of the first free GPU that consumes this much memory (e.g. 10Gi; needs the chart's consumableCapacity): with --claims 1 every prepare is a GPU's first share (its MPS daemon starts), with more claims the others join it")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if *share != "" {
+		q, err := resource.ParseQuantity(*share)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("--share-memory: %q is not a positive quantity such as 10Gi", *share)
+		}
+		o.shareMemory = &q
 	}
 	for _, s := range strings.Split(*conc, ",") {
 		s = strings.TrimSpace(s)
@@ -150,6 +164,14 @@ func run(ctx context.Context, o *options) (retErr error) {
 	devices, err := freeDevices(ctx, cs, o.driver, o.node)
 	if err != nil {
 		return err
+	}
+	if o.shareMemory != nil && len(devices) > 0 {
+		// Every claim is a share of the first free GPU.
+		shared := make([]poolDevice, o.claims)
+		for i := range shared {
+			shared[i] = devices[0]
+		}
+		devices = shared
 	}
 	if o.claims > len(devices) {
 		return fmt.Errorf("--claims %d exceeds the %d free devices of driver %s on node %s: each claim gets its own device",
@@ -434,12 +456,12 @@ func createClaims(ctx context.Context, cs kubernetes.Interface, o *options, devi
 		c = c.DeepCopy()
 		c.Status.Allocation = &resourceapi.AllocationResult{
 			Devices: resourceapi.DeviceAllocationResult{
-				Results: []resourceapi.DeviceRequestAllocationResult{{
+				Results: []resourceapi.DeviceRequestAllocationResult{shareOf(o, resourceapi.DeviceRequestAllocationResult{
 					Request: "gpu",
 					Driver:  o.driver,
 					Pool:    d.pool,
 					Device:  d.device,
-				}},
+				})},
 			},
 			NodeSelector: &corev1.NodeSelector{
 				NodeSelectorTerms: []corev1.NodeSelectorTerm{{
@@ -494,4 +516,15 @@ func cleanup(ctx context.Context, cs kubernetes.Interface, client drapb.DRAPlugi
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// shareOf makes r a share consuming --share-memory when it is set.
+func shareOf(o *options, r resourceapi.DeviceRequestAllocationResult) resourceapi.DeviceRequestAllocationResult {
+	if o.shareMemory == nil {
+		return r
+	}
+	id := types.UID(uuid.NewString())
+	r.ShareID = &id
+	r.ConsumedCapacity = map[resourceapi.QualifiedName]resource.Quantity{"memory": o.shareMemory.DeepCopy()}
+	return r
 }
