@@ -30,10 +30,8 @@ const childMaxLife = time.Minute
 type childConfig struct {
 	Dirs dirs   `json:"dirs"`
 	Seed uint64 `json:"seed"`
-	// DynamicMIG selects the dynamic MIG variant: partitionable GPUs, the
-	// MIG manager over a mock machine whose MIG state lives in
-	// Dirs.MIGState, and the claims of migTestClaims.
-	DynamicMIG bool `json:"dynamicMIG,omitempty"`
+	// scenario selects the variant (static, dynamic MIG, GPU shares).
+	scenario
 }
 
 // event is one progress line of the child. A "done" event is printed only
@@ -64,8 +62,8 @@ func (r *reporter) emit(e event) {
 	_, _ = os.Stdout.Write(append([]byte(opPrefix), append(b, '\n')...))
 }
 
-// TestCrashChild is the plugin process that TestCrashConsistency and
-// TestCrashConsistencyDynamicMIG kill: it opens the claim state like the
+// TestCrashChild is the plugin process that TestCrashConsistency,
+// TestCrashConsistencyDynamicMIG and TestCrashConsistencyShares kill: it opens the claim state like the
 // plugin's start-up does (checkpoint load and reconcile), then prepares and
 // unprepares the fixed claims on several goroutines until it is killed.
 func TestCrashChild(t *testing.T) {
@@ -104,7 +102,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	rep.emit(event{Op: "ready", Prepared: st.PreparedClaims()})
 
-	claims := scenarioClaims(cfg.DynamicMIG)
+	claims := scenarioClaims(cfg.scenario)
 	for w := range workers {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
 		var mine []int

@@ -20,10 +20,16 @@
 //     file, which the mock rewrites durably at every MIG mode switch and
 //     GPU/compute instance creation or destruction: the kill then lands
 //     inside a MIG device's creation or destruction (between its GPU
-//     instance and its compute instance...).
+//     instance and its compute instance...);
+//   - "shareevent" (TestCrashConsistencyShares only): right after the k-th
+//     file-system event in the directory of the fake shares applier's
+//     per-GPU daemon markers: the kill then lands inside the start or the
+//     stop of a shared GPU's daemon.
 //
 // TestCrashConsistencyDynamicMIG runs the same kills over partitionable
-// GPUs whose MIG devices the claims' prepares create (see dynamicmig_test.go).
+// GPUs whose MIG devices the claims' prepares create (see dynamicmig_test.go),
+// TestCrashConsistencyShares over claims that share GPUs by consumable
+// capacity (see shares_test.go).
 //
 // GPUDRA_CRASH_KILLS sets the number of kills (default 200, 40 with -short);
 // GPUDRA_CRASH_SEED replays a run.
@@ -82,6 +88,30 @@ type dirs struct {
 	// MIGState is the mock machine's MIG state file (dynamic MIG), alone
 	// in its directory.
 	MIGState string `json:"migState,omitempty"`
+	// Shares is the directory of the fake shares applier's daemon
+	// markers (GPU shares); empty: no shares applier.
+	Shares string `json:"shares,omitempty"`
+}
+
+// scenario selects a variant of the test; the zero value is the static one.
+type scenario struct {
+	// DynamicMIG: partitionable GPUs, the MIG manager over a mock machine
+	// whose MIG state lives in Dirs.MIGState, and the claims of
+	// migTestClaims.
+	DynamicMIG bool `json:"dynamicMIG,omitempty"`
+	// Shares: the claims of shareTestClaims, shares of GPUs applied by
+	// the fake shares applier over Dirs.Shares.
+	Shares bool `json:"shares,omitempty"`
+}
+
+func (sc scenario) String() string {
+	switch {
+	case sc.DynamicMIG:
+		return "dynamic MIG"
+	case sc.Shares:
+		return "GPU shares"
+	}
+	return "static"
 }
 
 // testClaims are the claims the child works on: one GPU each, and one with
@@ -91,10 +121,13 @@ func testClaims() []*resourceapi.ResourceClaim {
 	return makeClaims("claim", 0, [][]string{{"gpu-0"}, {"gpu-1"}, {"gpu-2"}, {"gpu-3"}, {"gpu-4"}, {"gpu-5", "gpu-6", "gpu-7"}})
 }
 
-// scenarioClaims are the claims of the static or the dynamic MIG test.
-func scenarioClaims(dynamicMIG bool) []*resourceapi.ResourceClaim {
-	if dynamicMIG {
+// scenarioClaims are the claims of the scenario.
+func scenarioClaims(sc scenario) []*resourceapi.ResourceClaim {
+	switch {
+	case sc.DynamicMIG:
 		return migTestClaims()
+	case sc.Shares:
+		return shareTestClaims()
 	}
 	return testClaims()
 }
@@ -115,6 +148,20 @@ func makeClaims(name string, group int, devices [][]string) []*resourceapi.Resou
 		out = append(out, c)
 	}
 	return out
+}
+
+// wantShareIDs are the share IDs of c's results, "" for a result without
+// one: those a prepare of c must return.
+func wantShareIDs(c *resourceapi.ResourceClaim) []string {
+	var ids []string
+	for _, r := range c.Status.Allocation.Devices.Results {
+		id := ""
+		if r.ShareID != nil {
+			id = string(*r.ShareID)
+		}
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // wantIDs are the CDI device IDs a prepare of c must return.
@@ -147,6 +194,7 @@ const (
 	killFSEvent killMode = "fsevent"
 	killStartup killMode = "startup"
 	killMIG     killMode = "migevent"
+	killShare   killMode = "shareevent"
 )
 
 // stats count what the run covered; they are logged at the end.
@@ -165,7 +213,8 @@ type stats struct {
 	specsRecreated    int
 	orphansRemoved    int
 	childOutputErrors int
-	mig               migStats // dynamic MIG only
+	mig               migStats    // dynamic MIG only
+	shares            sharesStats // GPU shares only
 }
 
 func killCount(t *testing.T) int {
@@ -194,25 +243,30 @@ func seed(t *testing.T) uint64 {
 }
 
 func TestCrashConsistency(t *testing.T) {
-	runCrashTest(t, false)
+	runCrashTest(t, scenario{})
 }
 
-// runCrashTest kills children, over static GPUs or (dynamicMIG)
-// partitionable ones, and checks the invariants after every kill.
-func runCrashTest(t *testing.T, dynamicMIG bool) {
+// runCrashTest kills children, over static GPUs, partitionable ones
+// (sc.DynamicMIG) or shared ones (sc.Shares), and checks the invariants
+// after every kill.
+func runCrashTest(t *testing.T, sc scenario) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("this is the child process")
 	}
 	kills, sd := killCount(t), seed(t)
-	t.Logf("crash test (dynamic MIG %v): %d kills, seed %d (replay with GPUDRA_CRASH_SEED=%d GPUDRA_CRASH_KILLS=%d)", dynamicMIG, kills, sd, sd, kills)
+	t.Logf("crash test (%s): %d kills, seed %d (replay with GPUDRA_CRASH_SEED=%d GPUDRA_CRASH_KILLS=%d)", sc, kills, sd, sd, kills)
 	rng := rand.New(rand.NewPCG(sd, 0))
 
 	root := t.TempDir()
 	d := dirs{DriverRoot: filepath.Join(root, "driver"), CDI: filepath.Join(root, "cdi"), Checkpoint: filepath.Join(root, "plugin", "claims")}
 	watched := []string{d.CDI, d.Checkpoint}
-	if dynamicMIG {
+	if sc.DynamicMIG {
 		d.MIGState = filepath.Join(root, "mig", mockmachine.MIGStateFile)
 		watched = append(watched, filepath.Dir(d.MIGState))
+	}
+	if sc.Shares {
+		d.Shares = filepath.Join(root, "shares")
+		watched = append(watched, d.Shares)
 	}
 	_, inv := mockmachinetest.Machine(t, machine, nodeName)
 	mockmachinetest.Host(t, d.DriverRoot, inv)
@@ -233,9 +287,12 @@ func runCrashTest(t *testing.T, dynamicMIG bool) {
 		}
 	}
 
-	claims := scenarioClaims(dynamicMIG)
-	if dynamicMIG {
+	claims := scenarioClaims(sc)
+	if sc.DynamicMIG {
 		checkMIGScenario(t, ctx, d, claims)
+	}
+	if sc.Shares {
+		checkSharesScenario(t, ctx, d, claims)
 	}
 	model := map[string]*claimModel{}
 	for _, c := range claims {
@@ -243,13 +300,16 @@ func runCrashTest(t *testing.T, dynamicMIG bool) {
 	}
 	st := &stats{kills: map[killMode]int{}, maxTempsLeft: map[string]int{}}
 	modes := []killMode{killDelay, killFSEvent, killStartup}
-	if dynamicMIG {
+	if sc.DynamicMIG {
 		modes = append(modes, killMIG)
+	}
+	if sc.Shares {
+		modes = append(modes, killShare)
 	}
 	for i := range kills {
 		mode := modes[rng.IntN(len(modes))]
 		childSeed := rng.Uint64()
-		cfg := childConfig{Dirs: d, Seed: childSeed, DynamicMIG: dynamicMIG}
+		cfg := childConfig{Dirs: d, Seed: childSeed, scenario: sc}
 		events, waitErr, stderr := runAndKill(t, cfg, mode, rng, watcher, st)
 		st.kills[mode]++
 		applyEvents(t, i, mode, events, model, st)
@@ -262,12 +322,12 @@ func runCrashTest(t *testing.T, dynamicMIG bool) {
 		if t.Failed() {
 			t.Fatalf("kill %d (%s, child seed %d) broke an invariant; stderr of the child:\n%s", i, mode, childSeed, stderr)
 		}
-		verifyAfterRestart(t, ctx, i, d, dynamicMIG, claims, model, st, rng)
+		verifyAfterRestart(t, ctx, i, d, sc, claims, model, st, rng)
 		if t.Failed() {
 			t.Fatalf("kill %d (%s, child seed %d) broke an invariant", i, mode, childSeed)
 		}
 	}
-	finalCleanup(t, ctx, d, dynamicMIG, claims)
+	finalCleanup(t, ctx, d, sc, claims)
 
 	t.Logf("kill points tried: %d (delay after ready %d, file-system event %d, start-up %d); kills with an operation in flight: %d; "+
 		"interrupted operations found prepared %d / not prepared %d; operations completed by the children: %d; repeated prepares checked: %d; "+
@@ -275,8 +335,11 @@ func runCrashTest(t *testing.T, dynamicMIG bool) {
 		kills, st.kills[killDelay], st.kills[killFSEvent], st.kills[killStartup], st.killedInFlight,
 		st.inflightPrepared, st.inflightGone, st.opsDone, st.repeatedPrepares, st.specsRecreated, st.orphansRemoved, st.maxTempsLeft[d.CDI], st.maxTempsLeft[d.Checkpoint],
 		meanStartup(st))
-	if dynamicMIG {
+	if sc.DynamicMIG {
 		logMIGStats(t, st)
+	}
+	if sc.Shares {
+		logSharesStats(t, st)
 	}
 	if kills >= 50 && st.killedInFlight == 0 {
 		t.Errorf("no kill landed while an operation was in flight: the kill points do not exercise the writes")
@@ -365,22 +428,27 @@ func runAndKill(t *testing.T, child childConfig, mode killMode, rng *rand.Rand, 
 			time.Sleep(time.Duration(rng.Int64N(int64(span))))
 		case <-timeout:
 		}
-	case killFSEvent, killMIG:
+	case killFSEvent, killMIG, killShare:
 		// Events of the child's start-up (reconcile) count too.
 		k := 1 + rng.IntN(40)
 		if child.DynamicMIG {
 			k = 1 + rng.IntN(120)
 		}
-		migDir := ""
-		if mode == killMIG {
+		// only, when set, is the one directory whose events count.
+		only := ""
+		switch mode {
+		case killMIG:
 			k = 1 + rng.IntN(60)
-			migDir = filepath.Dir(child.Dirs.MIGState)
+			only = filepath.Dir(child.Dirs.MIGState)
+		case killShare:
+			k = 1 + rng.IntN(30)
+			only = child.Dirs.Shares
 		}
 	wait:
 		for seen := 0; seen < k; {
 			select {
 			case ev := <-watcher.Events:
-				if migDir == "" || filepath.Dir(ev.Name) == migDir {
+				if only == "" || filepath.Dir(ev.Name) == only {
 					seen++
 				}
 			case err := <-watcher.Errors:
@@ -453,10 +521,13 @@ func applyEvents(t *testing.T, round int, mode killMode, events []event, model m
 //
 // With dynamic MIG it also checks the MIG devices (see verifyMIG), and may
 // switch a GPU that a claim gets whole into MIG mode for the next child's
-// prepare to switch it out (rng).
-func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, dynamicMIG bool,
+// prepare to switch it out (rng). With GPU shares it also checks the
+// daemon markers, the specs' limits and the records' shares (see
+// verifyShares).
+func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc scenario,
 	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats, rng *rand.Rand) {
 	t.Helper()
+	dynamicMIG := sc.DynamicMIG
 	// A fresh machine: with dynamic MIG, the MIG state the child left.
 	p, err := startPlugin(ctx, d, dynamicMIG)
 	if err != nil {
@@ -464,6 +535,10 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, dy
 	}
 	if dynamicMIG {
 		censusBeforeReconcile(t, round, d, p, st)
+	}
+	if sc.Shares {
+		// What the kill left, before the reconcile re-applies anything.
+		sharesBeforeReconcile(t, round, d, p, claims, model, st)
 	}
 	state, specDir, loadErrs, err := openState(ctx, d, p)
 	if err != nil {
@@ -536,12 +611,20 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, dy
 			continue
 		}
 		st.repeatedPrepares++
-		var ids []string
+		var ids, shareIDs []string
 		for _, dev := range devs {
 			ids = append(ids, dev.CDIDeviceIDs...)
+			id := ""
+			if dev.ShareID != nil {
+				id = string(*dev.ShareID)
+			}
+			shareIDs = append(shareIDs, id)
 		}
 		if !slices.Equal(ids, wantIDs(c)) {
 			t.Errorf("kill %d: repeated prepare of claim %s returned %v, want %v", round, uid, ids, wantIDs(c))
+		}
+		if !slices.Equal(shareIDs, wantShareIDs(c)) {
+			t.Errorf("kill %d: repeated prepare of claim %s returned share IDs %q, want %q", round, uid, shareIDs, wantShareIDs(c))
 		}
 	}
 
@@ -582,6 +665,9 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, dy
 		verifyMIG(t, round, d, p, specDir, claims, prepared, model, st)
 		switchWholeGPUsIntoMIG(t, round, p, claims, prepared, rng, st)
 	}
+	if sc.Shares {
+		verifyShares(t, round, d, p, specDir, claims, prepared, st)
+	}
 	for _, m := range model {
 		m.touched = false
 	}
@@ -596,9 +682,9 @@ func parseID(id string) (vendor, class, name string) {
 
 // finalCleanup unprepares every claim after the last restart: nothing of
 // this driver may be left.
-func finalCleanup(t *testing.T, ctx context.Context, d dirs, dynamicMIG bool, claims []*resourceapi.ResourceClaim) {
+func finalCleanup(t *testing.T, ctx context.Context, d dirs, sc scenario, claims []*resourceapi.ResourceClaim) {
 	t.Helper()
-	p, err := startPlugin(ctx, d, dynamicMIG)
+	p, err := startPlugin(ctx, d, sc.DynamicMIG)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,7 +711,10 @@ func finalCleanup(t *testing.T, ctx context.Context, d dirs, dynamicMIG bool, cl
 	if recs, loadErrs, err := store.List(); err != nil || len(recs)+len(loadErrs) != 0 {
 		t.Errorf("checkpoint records left after unpreparing all: %v %v %v", recs, loadErrs, err)
 	}
-	if dynamicMIG {
+	if sc.DynamicMIG {
 		noMIGInstancesLeft(t, ctx, d)
+	}
+	if sc.Shares {
+		noDaemonsLeft(t, d)
 	}
 }

@@ -49,7 +49,7 @@ func migTestClaims() []*resourceapi.ResourceClaim {
 // spec names their capability nodes, and that no intent outlives the
 // reconcile (see verifyMIG).
 func TestCrashConsistencyDynamicMIG(t *testing.T) {
-	runCrashTest(t, true)
+	runCrashTest(t, scenario{DynamicMIG: true})
 }
 
 // migStats count what the dynamic MIG test covered.

@@ -31,6 +31,9 @@ type plugin struct {
 	mig *migmanager.Manager
 	// caps are the MIG capability minors of the node (dynamic MIG).
 	caps map[string]int
+	// shares is the fake shares applier over d.Shares (GPU shares); nil
+	// without it.
+	shares *fakeShares
 }
 
 // startPlugin builds the plugin over the directories d. With dynamicMIG
@@ -57,6 +60,11 @@ func startPlugin(ctx context.Context, d dirs, dynamicMIG bool) (*plugin, error) 
 		return nil, err
 	}
 	p := &plugin{lib: lib, inv: inv, set: devices.FromInventory(inv), edits: base}
+	if d.Shares != "" {
+		if p.shares, err = newFakeShares(d.Shares); err != nil {
+			return nil, err
+		}
+	}
 	if !dynamicMIG {
 		return p, nil
 	}
@@ -91,9 +99,18 @@ func openState(ctx context.Context, d dirs, p *plugin) (*claimstate.State, *cdi.
 	if p.mig != nil {
 		mig = p.mig
 	}
+	var applier sharing.Composite
+	if p.shares != nil {
+		applier.Shares = p.shares
+	}
 	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: driverName, PoolName: nodeName, Devices: p.set, Edits: p.edits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: sharing.Composite{}, MIG: mig,
+		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier, MIG: mig,
 	})
+	if err == nil && p.shares != nil {
+		// As the plugin does: the applier reads the recorded claims of
+		// the state, which nothing asks it for before New returns.
+		p.shares.use(st)
+	}
 	return st, specDir, loadErrs, err
 }
