@@ -221,6 +221,7 @@ func (s *State) rollBackIntent(ctx context.Context, rec *checkpoint.ClaimRecord)
 	}
 	s.mu.Lock()
 	delete(s.intents, rec.ClaimUID)
+	delete(s.undone, rec.ClaimUID)
 	s.releaseLocked(rec)
 	s.mu.Unlock()
 	klog.FromContext(ctx).Info("Rolled back the interrupted prepare of a claim with MIG devices made on demand",

@@ -92,6 +92,9 @@ func (s *State) applySharing(ctx context.Context, c sharing.Claim) (sharing.Edit
 	if !sharing.UsesSharing(c) {
 		return sharing.Edits{}, nil
 	}
+	s.mu.Lock()
+	delete(s.undone, c.UID)
+	s.mu.Unlock()
 	return s.opts.Sharing.Apply(klog.NewContext(ctx, klog.FromContext(ctx).WithName("sharing")), c)
 }
 
@@ -141,7 +144,15 @@ func (s *State) undoSharing(ctx context.Context, pc *preparedClaim) error {
 	if !sharing.UsesSharing(pc.sharing) {
 		return nil
 	}
+	uid := pc.sharing.UID
+	s.mu.Lock()
+	s.undone[uid] = true
+	s.mu.Unlock()
 	if err := s.opts.Sharing.Undo(klog.NewContext(ctx, klog.FromContext(ctx).WithName("sharing")), pc.sharing); err != nil {
+		// Some settings may remain: the claim counts as holding them.
+		s.mu.Lock()
+		delete(s.undone, uid)
+		s.mu.Unlock()
 		return fmt.Errorf("undoing sharing settings: %w", err)
 	}
 	return nil

@@ -136,6 +136,12 @@ type State struct {
 	// shares maps a device name to the claims holding a share of it, by
 	// UID (see shares.go); a device is in owners or in shares, never both.
 	shares map[string]map[string]*checkpoint.ClaimRecord
+	// undone holds, by UID, the claims whose sharing settings are being
+	// undone or were undone while their record remains: SharingClaims
+	// leaves them out, so that two claims undone at once do not each keep
+	// a shared setting (a time slice, a GPU's MPS daemon) for the other.
+	// An Apply of the claim takes it out again.
+	undone map[string]bool
 }
 
 // preparedClaim is a claim as the State keeps it in memory: its checkpoint
@@ -175,6 +181,7 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		owners:    map[string]*checkpoint.ClaimRecord{},
 		intents:   map[string]*checkpoint.ClaimRecord{},
 		shares:    map[string]map[string]*checkpoint.ClaimRecord{},
+		undone:    map[string]bool{},
 	}
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
@@ -253,8 +260,8 @@ func (s *State) SharingClaims() []sharing.Claim {
 	s.mu.Lock()
 	pcs := make([]*preparedClaim, 0, len(s.prepared)+len(s.recording))
 	for _, m := range []map[string]*preparedClaim{s.prepared, s.recording} {
-		for _, pc := range m {
-			if sharing.UsesSharing(pc.sharing) {
+		for uid, pc := range m {
+			if sharing.UsesSharing(pc.sharing) && !s.undone[uid] {
 				pcs = append(pcs, pc)
 			}
 		}
@@ -423,6 +430,7 @@ func (s *State) rollback(ctx context.Context, pc *preparedClaim) error {
 	} else {
 		s.mu.Lock()
 		delete(s.recording, uid)
+		delete(s.undone, uid)
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
@@ -491,6 +499,7 @@ func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
 	s.mu.Lock()
 	s.releaseLocked(rec)
 	delete(s.prepared, rec.ClaimUID)
+	delete(s.undone, rec.ClaimUID)
 	s.mu.Unlock()
 	return nil
 }
