@@ -103,6 +103,7 @@ run() {
   log "demo pods of wave 3 and the quickstart keep running; remove them with: kubectl delete ns gpudra-demo gpudra-demo-admin"
   log "MIG (demo/12-mig.yaml) needs a MIG mock machine: GPUDRA_MOCK_MACHINE=dgxh100-mig hack/demo.sh install"
   log "dynamic MIG (demo/15-dynamic-mig.yaml, demo/16-first-available.yaml) needs dynamicMIG.enabled: GPUDRA_HELM_ARGS=\"--set dynamicMIG.enabled=true\" hack/demo.sh install, then kubectl apply -f demo/00-namespace.yaml -f demo/15-dynamic-mig.yaml (or 16)"
+  log "GPU shares (demo/17-gpu-shares.yaml, demo/18-compute-shares.yaml) need consumableCapacity: GPUDRA_HELM_ARGS=\"--set consumableCapacity=memory\" hack/demo.sh install (4 for 18), then kubectl apply -f demo/00-namespace.yaml -f demo/17-gpu-shares.yaml"
 }
 
 case ${1:-all} in

@@ -37,6 +37,25 @@ GPUDRA_HELM_ARGS="--set health.recoveryPeriod=20s" "$HERE/demo.sh" install
 cd "$REPO"
 go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
 
+# GPU shares (consumable capacity): by memory with MPS (demo 17), by 4
+# compute shares with MPS (demo 18), and the same without MPS (accounting
+# only); then back to whole GPUs. The phases' tests delete their pods and
+# wait until no MPS daemon of a shared GPU is left. Partitionable GPUs are
+# never shared, so this runs apart from the dynamic MIG phase.
+plugin_rolled_out() { kubectl -n gpudra-system rollout status daemonset -l app.kubernetes.io/instance=gpudra --timeout=2m; }
+shares_phase() { # <GPUDRA_E2E_MODE> <test> <helm --set args...>
+  local mode=$1 test=$2; shift 2
+  helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values "$@" --wait --timeout 3m
+  plugin_rolled_out
+  GPUDRA_E2E_MODE=$mode go test -tags e2e -count=1 -v -timeout 10m -run "^$test\$" ./test/e2e/
+}
+shares_phase shares TestGPUSharesByMemory --set consumableCapacity=memory
+shares_phase shares-4 TestGPUComputeShares --set consumableCapacity=4
+shares_phase shares-unenforced TestGPUSharesNotEnforced --set mps.enabled=false
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set consumableCapacity=disabled \
+  --set mps.enabled=true --wait --timeout 3m
+plugin_rolled_out
+
 # Static MIG: the same node as a DGX H100 whose GPUs 0 and 1 are in MIG mode.
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100-mig --wait --timeout 3m
 GPUDRA_E2E_MODE=mig go test -tags e2e -count=1 -v -timeout 10m -run MIG ./test/e2e/
