@@ -174,3 +174,18 @@ func TestSharesAreReappliedAfterAReboot(t *testing.T) {
 		t.Errorf("a third 30Gi share after the reboot: %v", err)
 	}
 }
+
+// Admin access (monitoring) takes nothing from a GPU: as the API allocates
+// it next to exclusive claims, it is prepared next to shares.
+func TestAdminAccessBesideShares(t *testing.T) {
+	e, _ := newSharesEnv(t)
+	if _, err := e.state.Prepare(e.ctx, shareClaim("a", "gpu-5", "40Gi", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.state.Prepare(e.ctx, claim("mon", "mon", result{request: "gpu", device: "gpu-5", admin: true})); err != nil {
+		t.Errorf("admin access beside a share: %v", err)
+	}
+	if _, err := e.state.Prepare(e.ctx, shareClaim("b", "gpu-5", "40Gi", 0)); err != nil {
+		t.Errorf("a share beside a share and admin access: %v", err)
+	}
+}
