@@ -50,6 +50,14 @@ func reportUnreadableCheckpoints(ctx context.Context, client kubernetes.Interfac
 // default where node events live; msg is cut to the 1024 characters the
 // API server allows.
 func recordNodeEvent(ctx context.Context, client kubernetes.Interface, nodeName, reason, msg string) error {
+	// Node events carry the node name as UID, as the kubelet's do.
+	return recordEvent(ctx, client, nodeName, corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: types.UID(nodeName)},
+		metav1.NamespaceDefault, reason, msg)
+}
+
+// recordEvent records a Warning event of the plugin on node about obj, in
+// namespace; msg is cut to the 1024 characters the API server allows.
+func recordEvent(ctx context.Context, client kubernetes.Interface, nodeName string, obj corev1.ObjectReference, namespace, reason, msg string) error {
 	if len(msg) > 1024 {
 		msg = msg[:1021] + "..."
 	}
@@ -58,9 +66,8 @@ func recordNodeEvent(ctx context.Context, client kubernetes.Interface, nodeName,
 	ev := &corev1.Event{
 		// Named as client-go's event recorder names them, plus a sequence
 		// number so that two events of one nanosecond differ.
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x.%d", nodeName, t.UnixNano(), eventSeq.Add(1)), Namespace: metav1.NamespaceDefault},
-		// Node events carry the node name as UID, as the kubelet's do.
-		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: types.UID(nodeName)},
+		ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x.%d", obj.Name, t.UnixNano(), eventSeq.Add(1)), Namespace: namespace},
+		InvolvedObject: obj,
 		Reason:         reason,
 		Message:        msg,
 		Type:           corev1.EventTypeWarning,
@@ -69,6 +76,6 @@ func recordNodeEvent(ctx context.Context, client kubernetes.Interface, nodeName,
 		LastTimestamp:  now,
 		Count:          1,
 	}
-	_, err := client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{})
+	_, err := client.CoreV1().Events(namespace).Create(ctx, ev, metav1.CreateOptions{})
 	return err
 }

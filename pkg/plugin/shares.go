@@ -3,11 +3,9 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 )
@@ -33,20 +31,8 @@ func warnSharesNotEnforced(ctx context.Context, client kubernetes.Interface, nod
 		if r.Resource != "pods" || r.APIGroup != "" {
 			continue
 		}
-		t := time.Now()
-		now := metav1.NewTime(t)
-		ev := &corev1.Event{
-			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x.%d", r.Name, t.UnixNano(), eventSeq.Add(1)), Namespace: claim.Namespace},
-			InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: claim.Namespace, Name: r.Name, UID: r.UID},
-			Reason:         ReasonGPUShareNotEnforced,
-			Message:        msg,
-			Type:           corev1.EventTypeWarning,
-			Source:         corev1.EventSource{Component: "gpu-kubelet-plugin", Host: nodeName},
-			FirstTimestamp: now,
-			LastTimestamp:  now,
-			Count:          1,
-		}
-		if _, err := client.CoreV1().Events(claim.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		pod := corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: claim.Namespace, Name: r.Name, UID: r.UID}
+		if err := recordEvent(ctx, client, nodeName, pod, claim.Namespace, ReasonGPUShareNotEnforced, msg); err != nil {
 			klog.FromContext(ctx).Error(err, "Recording that a GPU share is not enforced", "pod", klog.KRef(claim.Namespace, r.Name))
 		}
 	}

@@ -179,6 +179,18 @@ spec:
 // ResourceClaimTemplate template and that lists its device nodes.
 func applyTemplatePod(t *testing.T, ns, pod, template string) {
 	t.Helper()
+	applyClaimPod(t, ns, pod, "dev", template, `echo GPU-VIEW-BEGIN; ls -l /dev/nvidia* /dev/nvidia-caps 2>/dev/null; echo GPU-VIEW-END; sleep 3600`)
+}
+
+// applyClaimPod creates a busybox pod named pod in ns that runs command
+// (a sh script) with a claim named claim from the ResourceClaimTemplate
+// template.
+func applyClaimPod(t *testing.T, ns, pod, claim, template, command string) {
+	t.Helper()
+	script, err := json.Marshal(command)
+	if err != nil {
+		t.Fatal(err)
+	}
 	applyYAML(t, ns+"-"+pod, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %[2]s, namespace: %[1]s}
@@ -189,10 +201,10 @@ spec:
   - name: ctr
     image: localhost/e2e/busybox:1
     imagePullPolicy: Never
-    command: ["sh", "-c", "echo GPU-VIEW-BEGIN; ls -l /dev/nvidia* /dev/nvidia-caps 2>/dev/null; echo GPU-VIEW-END; sleep 3600"]
-    resources: {claims: [{name: dev}]}
-  resourceClaims: [{name: dev, resourceClaimTemplateName: %[3]s}]
-`, ns, pod, template))
+    command: ["sh", "-c", %[5]s]
+    resources: {claims: [{name: %[4]s}]}
+  resourceClaims: [{name: %[4]s, resourceClaimTemplateName: %[3]s}]
+`, ns, pod, template, claim, script))
 }
 
 // waitPodRunning waits until the pod runs and returns it.

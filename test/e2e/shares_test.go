@@ -177,20 +177,8 @@ spec:
 // that prints its GPU view and MPS view as demos 17 and 18 do.
 func applySharePod(t *testing.T, name, template string) {
 	t.Helper()
-	applyYAML(t, "pod-"+name, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %[2]s, namespace: %[1]s}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: ctr
-    image: localhost/e2e/busybox:1
-    imagePullPolicy: Never
-    command: ["sh", "-c", "echo GPU-VIEW-BEGIN; ls -l /dev/nvidia*; env | grep ^NVIDIA | sort; echo GPU-VIEW-END; echo MPS-VIEW-BEGIN; env | grep ^CUDA_MPS_ | sort; [ -n \"$CUDA_MPS_PIPE_DIRECTORY\" ] && ls -l $CUDA_MPS_PIPE_DIRECTORY; echo MPS-VIEW-END; sleep 3600"]
-    resources: {claims: [{name: gpu}]}
-  resourceClaims: [{name: gpu, resourceClaimTemplateName: %[3]s}]
-`, sharesNS, name, template))
+	applyClaimPod(t, sharesNS, name, "gpu", template, `echo GPU-VIEW-BEGIN; ls -l /dev/nvidia*; env | grep ^NVIDIA | sort; echo GPU-VIEW-END; `+
+		`echo MPS-VIEW-BEGIN; env | grep ^CUDA_MPS_ | sort; [ -n "$CUDA_MPS_PIPE_DIRECTORY" ] && ls -l $CUDA_MPS_PIPE_DIRECTORY; echo MPS-VIEW-END; sleep 3600`)
 }
 
 // shareEnv is what a share's container saw: its CUDA_MPS_* variables and
