@@ -26,13 +26,13 @@ import (
 )
 
 type options struct {
-	cfg          plugin.Config
-	podUID       string
+	cfg    plugin.Config
+	podUID string
 	// consumableCapacity is --consumable-capacity, parsed into cfg.
 	consumableCapacity string
-	kubeconfig   string
-	kubeAPIQPS   float64
-	kubeAPIBurst int
+	kubeconfig         string
+	kubeAPIQPS         float64
+	kubeAPIBurst       int
 }
 
 func main() {
