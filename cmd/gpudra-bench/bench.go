@@ -18,6 +18,10 @@ type bencher struct {
 	client  drapb.DRAPluginClient
 	claims  []*drapb.Claim
 	timeout time.Duration
+	// afterPhase, when set, is called after every prepare phase (true) and
+	// unprepare phase (false) of a level; its time is not part of the
+	// level's wall time.
+	afterPhase func(prepare bool)
 }
 
 type callStats struct {
@@ -32,6 +36,7 @@ type levelResult struct {
 	unprepare   callStats
 	wall        time.Duration // total of all rounds, prepare and unprepare
 	firstErr    string
+	node        *nodeStats // what the node's processes did (nil: not measured)
 }
 
 type callOutcome struct {
@@ -44,11 +49,21 @@ type callOutcome struct {
 func (b *bencher) run(ctx context.Context, c, rounds int) *levelResult {
 	r := &levelResult{concurrency: c, rounds: rounds}
 	start := time.Now()
+	var hooks time.Duration
+	after := func(prepare bool) {
+		if b.afterPhase != nil {
+			t := time.Now()
+			b.afterPhase(prepare)
+			hooks += time.Since(t)
+		}
+	}
 	for i := 0; i < rounds && ctx.Err() == nil; i++ {
 		r.record(&r.prepare, b.phase(ctx, c, b.prepareOne))
+		after(true)
 		r.record(&r.unprepare, b.phase(ctx, c, b.unprepareOne))
+		after(false)
 	}
-	r.wall = time.Since(start)
+	r.wall = time.Since(start) - hooks
 	return r
 }
 
@@ -202,6 +217,7 @@ func printTable(o *options, results []*levelResult, floor summary) {
 		}
 	}
 	fmt.Println()
+	printNodeTables(o, results, floor)
 }
 
 type jsonStats struct {
@@ -222,6 +238,12 @@ type jsonResult struct {
 	FsyncFloorMs float64   `json:"fsync_floor_ms"`
 	Ratio        float64   `json:"prepare_p50_over_2x_floor"`
 	ClaimGetMs   float64   `json:"claim_get_p50_ms"`
+	// The node's figures (see node.go); absent when not measured.
+	CPUMsPerPair map[string]float64 `json:"cpu_ms_per_pair,omitempty"`
+	CPUNotes     map[string]string  `json:"cpu_notes,omitempty"`
+	CDIEvents    *jsonEvents        `json:"cdi_events,omitempty"`
+	Split        *jsonSplit         `json:"prepare_split,omitempty"`
+	SplitError   string             `json:"prepare_split_error,omitempty"`
 }
 
 func toJSONStats(s callStats) jsonStats {
@@ -241,6 +263,7 @@ func jsonLine(o *options, r *levelResult, floor summary) string {
 		Ratio:        round3(floorRatio(summarize(r.prepare.durations).p50, floor.p50)),
 		ClaimGetMs:   round3(ms(floor.get)),
 	}
+	addNode(&j, o, r, floor)
 	b, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Sprintf(`{"error":%q}`, err.Error())

@@ -6,8 +6,40 @@
 // throughput, next to the latency floor of a durable file write on the same
 // disk (temp file + fsync + rename + directory fsync).
 //
+// Around every level it also measures what a prepare costs the node:
+//
+//   - CPU time per prepare/unprepare pair of the plugin (gpu-kubelet-plugin),
+//     containerd, kube-apiserver, etcd and kubelet, and their sum: utime+stime
+//     of /proc/<pid>/stat in clock ticks (AT_CLKTCK of the auxiliary vector,
+//     which sysconf(_SC_CLK_TCK) returns; 100 without it), sampled right
+//     before and after the level's rounds. Processes are found by
+//     /proc/<pid>/comm or argv[0]'s base name; several of one kind are added
+//     up, a missing one is noted, as are processes that start or exit during
+//     the level. The bench's own CPU time is shown apart, not in the sum.
+//   - The inotify events in the CDI spec directory (--cdi-dir) per prepare
+//     and per unprepare call: create, write (IN_MODIFY), moved_to,
+//     moved_from, remove and chmod, and how many of them containerd's CDI
+//     cache (tags.cncf.io/container-device-interface v1.1.1) re-reads its
+//     spec directories on: all but chmod, on names ending in .json or .yaml.
+//     The event stream is cut after every phase by a marker file (a name
+//     containerd ignores) whose event ends the phase's events; the time of
+//     the cuts is left out of the level's wall time and pairs/s.
+//   - The split of the kubelet-side prepare latency: the claim GET (timed
+//     from this host, and the plugin's own gpudra_api_request_duration_seconds
+//     {verb="GET",resource="resourceclaims"}), the driver's prepare
+//     (gpudra_claim_operation_duration_seconds{operation="prepare"}), both as
+//     means of the _sum and _count read from the plugin's /metrics before and
+//     after the level, and the rest: kubelet-side p50 minus the GET (the
+//     plugin's mean if it has one, else the host's p50) minus the driver's
+//     mean. The same for unprepare (no GET). /metrics is read from the
+//     plugin pod's IP and metrics port (the pod whose UID the socket name
+//     carries), else through the API server's pod proxy, or --metrics-url.
+//
+// Each figure is printed in a table after the latency table and added to the
+// level's JSON line (cpu_ms_per_pair, cpu_notes, cdi_events, prepare_split).
+//
 // It needs access to the plugin socket (root on the node) and a kubeconfig
-// allowed to create ResourceClaims and update their status.
+// allowed to create ResourceClaims and update their status, and to list pods.
 package main
 
 import (
@@ -54,6 +86,8 @@ type options struct {
 	fsyncDir    string
 	fsyncWrites int
 	callTimeout time.Duration
+	cdiDir      string
+	metricsURL  string
 	// shareMemory, when set, makes every claim a share of one GPU
 	// consuming this much memory (the chart's consumableCapacity on).
 	shareMemory *resource.Quantity
@@ -89,8 +123,23 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.namespace, "namespace", "gpudra-bench", "namespace of the claims (created, and deleted afterwards, if missing)")
 	fs.StringVar(&o.fsyncDir, "fsync-dir", "/var/run/cdi", "directory where the durable-write floor is measured")
 	fs.IntVar(&o.fsyncWrites, "fsync-writes", 200, "number of durable writes for the floor measurement")
+	fs.StringVar(&o.cdiDir, "cdi-dir", "/var/run/cdi", "CDI spec directory whose inotify events are counted per prepare and per unprepare (empty: off)")
+	fs.StringVar(&o.metricsURL, "metrics-url", "", "URL of the plugin's /metrics (default: the metrics port of the plugin pod whose UID the socket name carries, at the pod's IP, else through the API server's pod proxy; off: do not read them)")
 	fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "timeout of one gRPC call")
 	share := fs.String("share-memory", "", "make every claim a share of the first free GPU that consumes this much memory (e.g. 10Gi; needs the chart's consumableCapacity): with --claims 1 every prepare is a GPU's first share (its MPS daemon starts), with more claims the others join it")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: gpudra-bench [flags]  (as root on the node, with a kubeconfig)
+
+Plays the kubelet against the plugin's DRA socket: rounds of prepare-all/unprepare-all of
+--claims claims at each --concurrency level. Per level it prints the call latencies and pairs/s,
+the CPU time per pair of the plugin, containerd, kube-apiserver, etcd and kubelet
+(/proc/<pid>/stat before and after), the inotify events in --cdi-dir per prepare and per
+unprepare (and those containerd's CDI cache refreshes on), and the prepare latency split
+into claim GET, driver prepare (the plugin's histograms) and the rest; one JSON line per level.
+
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -233,6 +282,10 @@ func run(ctx context.Context, o *options) (retErr error) {
 	floor.get = get.p50
 
 	b := &bencher{client: client, claims: pbClaims, timeout: o.callTimeout}
+	probe := newNodeProbe(ctx, o, func() (*metricsScraper, error) {
+		return newMetricsScraper(ctx, cs, o.node, socket, o.metricsURL)
+	})
+	defer probe.Close()
 	if o.warmup > 0 {
 		r := b.run(ctx, o.concurrency[0], o.warmup)
 		if ctx.Err() != nil {
@@ -257,7 +310,7 @@ func run(ctx context.Context, o *options) (retErr error) {
 		}
 		var results []*levelResult
 		for _, c := range o.concurrency {
-			r := b.run(ctx, c, o.rounds)
+			r := probe.level(ctx, b, c, o.rounds)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
