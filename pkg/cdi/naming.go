@@ -1,6 +1,7 @@
 package cdi
 
 import (
+	"slices"
 	"strings"
 
 	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
@@ -9,6 +10,12 @@ import (
 
 // ClaimClass is the CDI class of per-claim specs.
 const ClaimClass = "claim"
+
+// DriverClass is the CDI class of the driver-wide spec (see DriverSpec).
+const DriverClass = "driver"
+
+// DriverDevice is the name of the one device of the driver-wide spec.
+const DriverDevice = "common"
 
 // specExt is the encoding of the spec files this package writes.
 const specExt = ".json"
@@ -26,6 +33,40 @@ func NewNaming(driverName string) Naming {
 
 // Kind is the CDI kind of the claim specs, "<vendor>/claim".
 func (n Naming) Kind() string { return n.Vendor + "/" + ClaimClass }
+
+// DriverKind is the CDI kind of the driver-wide spec, "<vendor>/driver":
+// the claims' vendor, so that it is unmistakably this driver's.
+func (n Naming) DriverKind() string { return n.Vendor + "/" + DriverClass }
+
+// DriverSpecFileName is the file name of the driver-wide spec,
+// "<vendor>-driver.json". It never has the form of a claim spec's name.
+func (n Naming) DriverSpecFileName() string {
+	return cdiapi.GenerateSpecName(n.Vendor, DriverClass) + specExt
+}
+
+// DriverDeviceID is the fully qualified CDI ID of the driver-wide spec's
+// device, "<vendor>/driver=common".
+func (n Naming) DriverDeviceID() string {
+	return parser.QualifiedName(n.Vendor, DriverClass, DriverDevice)
+}
+
+// DeviceIDs are the CDI device IDs of a device prepared for claimUID whose
+// claim spec references the driver-wide spec: the driver device first, then
+// the claim's device. The CDI library applies a spec's own edits once per
+// container and a device's edits once per reference, so a container gets
+// the driver-wide edits once whatever number of the claim's devices it
+// has, and in the order a self-contained claim spec applied them (the
+// driver-wide edits before the device's own).
+func (n Naming) DeviceIDs(claimUID, device string) []string {
+	return []string{n.DriverDeviceID(), n.DeviceID(claimUID, device)}
+}
+
+// UsesDriverSpec tells whether the CDI device IDs of a prepared device
+// reference the driver-wide spec; a device prepared by a plugin from before
+// the driver spec has only its claim device's ID.
+func (n Naming) UsesDriverSpec(ids []string) bool {
+	return slices.Contains(ids, n.DriverDeviceID())
+}
 
 // SpecFileName is the file name of the transient spec of claimUID.
 func (n Naming) SpecFileName(claimUID string) string {

@@ -9,7 +9,8 @@ import (
 	"tags.cncf.io/container-device-interface/specs-go"
 )
 
-// VisibleDevicesVoid is set in every claim spec so that a legacy
+// VisibleDevicesVoid is set in every container that gets a device of this
+// driver (by the driver spec, or a self-contained claim spec) so that a legacy
 // nvidia-container-runtime hook, if the node still has one, injects nothing
 // on its own: the CDI edits are the only source of GPUs.
 const VisibleDevicesVoid = "NVIDIA_VISIBLE_DEVICES=void"
@@ -24,18 +25,37 @@ type ClaimDevice struct {
 	Env []string
 }
 
-// ClaimSpec assembles the transient spec of one claim: the driver-wide edits
+// ClaimSpec assembles the self-contained transient spec of one claim, the
+// format of plugins from before the driver-wide spec: the driver-wide edits
 // at spec level (applied once, whichever of the claim's devices a container
-// gets) and one CDI device per prepared device. The spec is validated as the
-// CDI library validates specs it loads; an error names the claim and the
-// device.
+// gets) and one CDI device per prepared device, each referenced by its
+// Naming.DeviceID alone. The State writes it only for claims recorded in
+// that format, so that their recorded CDI IDs stay complete. The spec is
+// validated as the CDI library validates specs it loads; an error names the
+// claim and the device.
 func ClaimSpec(n Naming, claimUID string, common specs.ContainerEdits, devices []ClaimDevice) (*specs.Spec, error) {
-	if len(devices) == 0 {
-		return nil, fmt.Errorf("claim %s: no devices to put into a CDI spec", claimUID)
-	}
 	specEdits := CloneEdits(common)
 	if !slices.Contains(specEdits.Env, VisibleDevicesVoid) {
 		specEdits.Env = append(specEdits.Env, VisibleDevicesVoid)
+	}
+	return claimSpec(n, claimUID, specEdits, devices)
+}
+
+// ClaimSpecUsingDriverSpec assembles the transient spec of a claim whose
+// devices are referenced by Naming.DeviceIDs, driver device first: it holds
+// only what is the claim's own. claimEdits (the claim-wide sharing edits,
+// e.g. an MPS daemon's pipe directory; empty for most claims) are at spec
+// level, applied once per container; each device has its own edits (its
+// device nodes, MIG capability nodes, sharing edits) and Env. The
+// driver-wide edits and NVIDIA_VISIBLE_DEVICES=void come from the driver
+// spec (DriverSpec), which must exist whenever this spec does.
+func ClaimSpecUsingDriverSpec(n Naming, claimUID string, claimEdits specs.ContainerEdits, devices []ClaimDevice) (*specs.Spec, error) {
+	return claimSpec(n, claimUID, CloneEdits(claimEdits), devices)
+}
+
+func claimSpec(n Naming, claimUID string, specEdits specs.ContainerEdits, devices []ClaimDevice) (*specs.Spec, error) {
+	if len(devices) == 0 {
+		return nil, fmt.Errorf("claim %s: no devices to put into a CDI spec", claimUID)
 	}
 	spec := &specs.Spec{
 		Kind:           n.Kind(),
@@ -50,15 +70,50 @@ func ClaimSpec(n Naming, claimUID string, common specs.ContainerEdits, devices [
 			ContainerEdits: edits,
 		})
 	}
-	version, err := specs.MinimumRequiredVersion(spec)
-	if err != nil {
-		return nil, fmt.Errorf("claim %s: CDI spec version: %w", claimUID, err)
-	}
-	spec.Version = version
-	if err := Validate(spec); err != nil {
+	if err := finish(spec); err != nil {
 		return nil, fmt.Errorf("claim %s: %w", claimUID, err)
 	}
 	return spec, nil
+}
+
+// DriverSpec assembles the driver-wide spec, kind Naming.DriverKind: the
+// driver-wide edits (control device nodes, the running driver's libraries
+// and binaries, hooks) at spec level, and one device, DriverDevice, whose
+// only edit is NVIDIA_VISIBLE_DEVICES=void (the CDI library refuses a
+// device without edits; this one is harmless however often a container
+// gets it, as the runtime sets an environment variable once). A container
+// with any device referenced by Naming.DeviceIDs thus gets the driver-wide
+// edits once. It is deterministic for given edits and does not modify
+// common.
+func DriverSpec(n Naming, common specs.ContainerEdits) (*specs.Spec, error) {
+	specEdits := CloneEdits(common)
+	specEdits.Env = slices.DeleteFunc(specEdits.Env, func(e string) bool { return e == VisibleDevicesVoid })
+	if len(specEdits.Env) == 0 {
+		specEdits.Env = nil
+	}
+	spec := &specs.Spec{
+		Kind:           n.DriverKind(),
+		ContainerEdits: specEdits,
+		Devices: []specs.Device{{
+			Name:           DriverDevice,
+			ContainerEdits: specs.ContainerEdits{Env: []string{VisibleDevicesVoid}},
+		}},
+	}
+	if err := finish(spec); err != nil {
+		return nil, fmt.Errorf("driver-wide CDI spec %s: %w", spec.Kind, err)
+	}
+	return spec, nil
+}
+
+// finish sets the spec's version to the lowest that its content needs and
+// validates it.
+func finish(spec *specs.Spec) error {
+	version, err := specs.MinimumRequiredVersion(spec)
+	if err != nil {
+		return fmt.Errorf("CDI spec version: %w", err)
+	}
+	spec.Version = version
+	return Validate(spec)
 }
 
 // Validate applies the checks the CDI library applies when it loads a spec:
@@ -87,6 +142,12 @@ func Validate(spec *specs.Spec) error {
 			return fmt.Errorf("invalid CDI spec: device %q appears twice", d.Name)
 		}
 		seen[d.Name] = true
+	}
+	for i := range spec.Devices {
+		d := &spec.Devices[i]
+		if isEmpty(d.ContainerEdits) {
+			return fmt.Errorf("invalid CDI spec: device %q has no container edits", d.Name)
+		}
 		if err := (&cdiapi.ContainerEdits{ContainerEdits: &d.ContainerEdits}).Validate(); err != nil {
 			return fmt.Errorf("invalid CDI spec: device %q: %w", d.Name, err)
 		}
@@ -94,7 +155,14 @@ func Validate(spec *specs.Spec) error {
 	return nil
 }
 
-// cloneEdits copies the slices of e so that appending to the copy never
+// isEmpty is the CDI library's test of a device without edits, which it
+// refuses to load.
+func isEmpty(e specs.ContainerEdits) bool {
+	return len(e.Env) == 0 && len(e.DeviceNodes) == 0 && len(e.Hooks) == 0 && len(e.Mounts) == 0 &&
+		len(e.AdditionalGIDs) == 0 && e.IntelRdt == nil && len(e.NetDevices) == 0
+}
+
+// CloneEdits copies the slices of e so that appending to the copy never
 // writes into the shared cached edits.
 func CloneEdits(e specs.ContainerEdits) specs.ContainerEdits {
 	return specs.ContainerEdits{

@@ -1,6 +1,7 @@
 package cdi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +20,10 @@ import (
 const specFileMode = 0o644
 
 // SpecDir is a CDI spec directory (e.g. /var/run/cdi) in which this driver
-// owns the claim specs named by its Naming. It never touches other files.
+// owns the claim specs and the driver-wide spec named by its Naming. It
+// never touches other files. Nothing but WriteDriverSpec and
+// EnsureDriverSpec writes the driver-wide spec, and nothing removes it:
+// ClaimUIDs never lists it, so no orphan cleanup can delete it.
 //
 // Every method is safe for concurrent use on different claims; calls for the
 // same claim must be serialized by the caller.
@@ -43,7 +47,7 @@ func NewSpecDir(dir string, n Naming) (*SpecDir, error) {
 func (d *SpecDir) RemoveStaleTemps(olderThan time.Duration) (int, error) {
 	n, err := durable.RemoveStaleTempsOf(d.dir, olderThan, func(target string) bool {
 		_, ok := d.naming.claimUIDFromFileName(target)
-		return ok
+		return ok || target == d.naming.DriverSpecFileName()
 	})
 	if err != nil {
 		return n, fmt.Errorf("CDI directory %s: %w", d.dir, err)
@@ -71,6 +75,57 @@ func (d *SpecDir) Write(claimUID string, spec *specs.Spec) error {
 		return fmt.Errorf("claim %s: writing the CDI spec: %w (is the CDI directory %s writable and not full?)", claimUID, err, d.dir)
 	}
 	return nil
+}
+
+// DriverSpecPath is the path of the driver-wide spec.
+func (d *SpecDir) DriverSpecPath() string {
+	return filepath.Join(d.dir, d.naming.DriverSpecFileName())
+}
+
+// WriteDriverSpec makes the driver-wide spec file hold spec (see
+// DriverSpec), durably: once it returns nil, the file survives a crash with
+// this content. A file that already holds exactly this content (and mode)
+// is left in place, so that a restart with an unchanged driver causes no
+// file event, and thus no reload of the CDI directory by the container
+// runtime; otherwise it is replaced atomically by one rename (durable.
+// WriteFile), so that a reader sees the old or the new spec, never a
+// partial one. It reports whether it wrote the file.
+func (d *SpecDir) WriteDriverSpec(spec *specs.Spec) (written bool, err error) {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return false, fmt.Errorf("encoding the driver-wide CDI spec: %w", err)
+	}
+	path := d.DriverSpecPath()
+	if info, err := os.Lstat(path); err == nil && info.Mode().IsRegular() && info.Mode().Perm() == specFileMode {
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+			// A crash may have come between the rename of the write that
+			// put it there and the directory's fsync.
+			if err := durable.SyncDir(d.dir); err != nil {
+				return false, fmt.Errorf("syncing the CDI directory %s: %w", d.dir, err)
+			}
+			return false, nil
+		}
+	}
+	if err := durable.WriteFile(path, data, specFileMode); err != nil {
+		return false, fmt.Errorf("writing the driver-wide CDI spec: %w (is the CDI directory %s writable and not full?)", err, d.dir)
+	}
+	return true, nil
+}
+
+// EnsureDriverSpec writes spec as the driver-wide spec (durably, as
+// WriteDriverSpec) if the file is missing, and only then: it costs one stat
+// when the file exists. Callers run it before they write a claim spec that
+// references the driver-wide spec, so that none exists without it.
+func (d *SpecDir) EnsureDriverSpec(spec *specs.Spec) error {
+	_, err := os.Lstat(d.DriverSpecPath())
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("checking the driver-wide CDI spec: %w", err)
+	}
+	_, err = d.WriteDriverSpec(spec)
+	return err
 }
 
 // Exists tells whether claimUID has a spec file.

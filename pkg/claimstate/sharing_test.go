@@ -234,10 +234,14 @@ func TestSharingEditsGoIntoTheSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CUDA_MPS_PIPE_DIRECTORY=/mps/uid-1", "PER_DEVICE=gpu-5", "/dev/nvidiactl"} {
+	for _, want := range []string{"CUDA_MPS_PIPE_DIRECTORY=/mps/uid-1", "PER_DEVICE=gpu-5"} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("spec lacks %q:\n%s", want, data)
 		}
+	}
+	// The driver-wide edits are the driver spec's, not the claim's.
+	if strings.Contains(string(data), "/dev/nvidiactl") {
+		t.Errorf("claim spec repeats the driver-wide edits:\n%s", data)
 	}
 }
 

@@ -143,7 +143,7 @@ func (e *env) assertPrepared(uids ...string) {
 	if fmt.Sprint(recorded) != fmt.Sprint(uids) {
 		e.t.Errorf("recorded claims %v, want %v", recorded, uids)
 	}
-	entries, _ := os.ReadDir(e.cdiDir)
+	entries := e.claimSpecFiles()
 	if len(entries) != len(uids) {
 		e.t.Errorf("%d CDI specs, want %d", len(entries), len(uids))
 	}

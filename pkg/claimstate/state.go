@@ -78,6 +78,20 @@ type Options struct {
 	Specs *cdi.SpecDir
 	// Naming is the CDI naming of DriverName.
 	Naming cdi.Naming
+	// UseDriverSpec makes the specs of newly prepared claims hold only the
+	// claim's own edits: each of their devices gets the CDI IDs
+	// Naming.DeviceIDs (the driver-wide spec's device, then the claim's),
+	// and the driver-wide edits come from the driver-wide spec
+	// (cdi.DriverSpec of Edits.Common()), which the caller writes into
+	// Specs before New (SpecDir.WriteDriverSpec) so that it is current.
+	// Whatever the option, a claim keeps the format it was recorded with
+	// (its recorded CDI IDs tell it): a claim recorded with the driver
+	// device's ID gets its spec only after the State made sure that the
+	// driver-wide spec exists (SpecDir.EnsureDriverSpec), and one recorded
+	// without it (by a plugin from before the driver spec, or with the
+	// option off) a self-contained spec, so that its recorded IDs stay
+	// complete.
+	UseDriverSpec bool
 	// Checkpoints stores the prepared claims.
 	Checkpoints *checkpoint.Store
 	// BootID identifies the current boot (checkpoint.ReadBootID).
@@ -117,6 +131,8 @@ type Options struct {
 type State struct {
 	opts   Options
 	claims *keyedMutex
+	// driverSpec is the driver-wide spec, built once from Edits.Common().
+	driverSpec func() (*specs.Spec, error)
 
 	mu sync.Mutex
 	// prepared holds the prepared claims by UID.
@@ -183,6 +199,7 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		shares:    map[string]map[string]*checkpoint.ClaimRecord{},
 		undone:    map[string]bool{},
 	}
+	s.driverSpec = sync.OnceValues(func() (*specs.Spec, error) { return cdi.DriverSpec(opts.Naming, opts.Edits.Common()) })
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the claim checkpoint: %w", err)
@@ -606,7 +623,11 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 			pd.MIG = migIntent(dev)
 		}
 		pd.ShareID, pd.Share = s.shareOf(r, dev)
-		pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), r.Device)}
+		if s.opts.UseDriverSpec {
+			pd.CDIDeviceIDs = s.opts.Naming.DeviceIDs(string(claim.UID), r.Device)
+		} else {
+			pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), r.Device)}
+		}
 		sd := s.sharingDevice(pd)
 		if eff, ok := configs[i]; ok && eff.Config != nil {
 			raw, err := json.Marshal(eff.Config)
@@ -636,7 +657,10 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 // buildSpec applies the claim's sharing settings (idempotent) and assembles
 // the claim's CDI spec from its record with the sharing edits; it is the
 // only producer of claim specs, so Prepare and Reconcile write identical
-// specs.
+// specs. The record's CDI IDs choose the format (see
+// Options.UseDriverSpec): for a claim whose IDs reference the driver-wide
+// spec, buildSpec returns only once that spec exists (writing it if it went
+// missing), so that a claim spec written after it never lacks it.
 func (s *State) buildSpec(ctx context.Context, pc *preparedClaim) (*specs.Spec, error) {
 	if pc.configErr != nil {
 		return nil, pc.configErr
@@ -648,7 +672,9 @@ func (s *State) buildSpec(ctx context.Context, pc *preparedClaim) (*specs.Spec, 
 	}
 	var devs []cdi.ClaimDevice
 	seen := map[string]bool{}
+	usesDriverSpec := false
 	for _, d := range rec.Devices {
+		usesDriverSpec = usesDriverSpec || s.opts.Naming.UsesDriverSpec(d.CDIDeviceIDs)
 		if seen[d.Device] {
 			continue
 		}
@@ -668,7 +694,21 @@ func (s *State) buildSpec(ctx context.Context, pc *preparedClaim) (*specs.Spec, 
 		}
 		devs = append(devs, cdi.ClaimDevice{Name: d.Device, Edits: edits})
 	}
-	return cdi.ClaimSpec(s.opts.Naming, rec.ClaimUID, withSharingEdits(s.opts.Edits.Common(), shared), devs)
+	if !usesDriverSpec {
+		return cdi.ClaimSpec(s.opts.Naming, rec.ClaimUID, withSharingEdits(s.opts.Edits.Common(), shared), devs)
+	}
+	spec, err := cdi.ClaimSpecUsingDriverSpec(s.opts.Naming, rec.ClaimUID, shared.Claim, devs)
+	if err != nil {
+		return nil, err
+	}
+	driverSpec, err := s.driverSpec()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opts.Specs.EnsureDriverSpec(driverSpec); err != nil {
+		return nil, err
+	}
+	return spec, nil
 }
 
 // ensureSpec re-creates the claim's spec when it went missing, applying

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
 	"github.com/gpudra/gpudra/pkg/devices"
+	"github.com/gpudra/gpudra/pkg/durable"
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockmachine"
 	"github.com/gpudra/gpudra/pkg/sharing"
@@ -41,7 +43,7 @@ type fakeEdits struct {
 
 func (f *fakeEdits) Common() specs.ContainerEdits {
 	return specs.ContainerEdits{
-		DeviceNodes: []*specs.DeviceNode{{Path: "/dev/nvidiactl"}},
+		DeviceNodes: []*specs.DeviceNode{{Path: "/dev/nvidiactl", Type: "c", Major: 195, Minor: 255}},
 		Mounts:      []*specs.Mount{{HostPath: "/usr/lib/libcuda.so.1", ContainerPath: "/usr/lib/libcuda.so.1", Options: []string{"ro", "bind"}}},
 	}
 }
@@ -54,7 +56,7 @@ func (f *fakeEdits) Device(uuid string) (specs.ContainerEdits, error) {
 	if !ok {
 		return specs.ContainerEdits{}, fmt.Errorf("unknown GPU %s", uuid)
 	}
-	return specs.ContainerEdits{DeviceNodes: []*specs.DeviceNode{{Path: fmt.Sprintf("/dev/nvidia%d", d.Minor)}}}, nil
+	return specs.ContainerEdits{DeviceNodes: []*specs.DeviceNode{{Path: fmt.Sprintf("/dev/nvidia%d", d.Minor), Type: "c", Major: 195, Minor: int64(d.Minor)}}}, nil
 }
 
 type env struct {
@@ -82,6 +84,9 @@ type env struct {
 	mig MIGDevices
 	// computeShares is Options.ComputeShares.
 	computeShares int64
+	// selfContained turns Options.UseDriverSpec off: claims get the specs
+	// of plugins from before the driver-wide spec.
+	selfContained bool
 }
 
 func newEnv(t testing.TB) *env {
@@ -102,13 +107,22 @@ func newEnv(t testing.TB) *env {
 }
 
 // restart builds a new State over the same directories, as a restarted
-// plugin does.
+// plugin does: it writes the driver-wide spec first (unless selfContained).
 func (e *env) restart() {
 	e.t.Helper()
 	naming := cdi.NewNaming(driverName)
 	specDir, err := cdi.NewSpecDir(e.cdiDir, naming)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if !e.selfContained {
+		spec, err := cdi.DriverSpec(naming, e.editsSource().Common())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := specDir.WriteDriverSpec(spec); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 	store, err := checkpoint.NewStore(e.ckptDir)
 	if err != nil {
@@ -120,7 +134,7 @@ func (e *env) restart() {
 	}
 	opts := Options{
 		DriverName: driverName, PoolName: nodeName, Devices: set, Edits: e.editsSource(),
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now, MIG: e.mig, ComputeShares: e.computeShares,
+		Specs: specDir, Naming: naming, UseDriverSpec: !e.selfContained, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now, MIG: e.mig, ComputeShares: e.computeShares,
 	}
 	if e.api != nil {
 		opts.LookupClaim, opts.OnStaleClaim = e.api.lookup, e.api.onStale
@@ -162,6 +176,38 @@ func claim(uid, name string, results ...result) *resourceapi.ResourceClaim {
 	return c
 }
 
+// claimSpecFiles lists the CDI directory without the driver-wide spec,
+// which stays whatever the claims; it fails the test if a claim spec
+// without the driver-wide edits (fakeEdits.Common's /dev/nvidiactl) exists
+// without the driver-wide spec.
+func (e *env) claimSpecFiles() []string {
+	e.t.Helper()
+	entries, err := os.ReadDir(e.cdiDir)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	driverSpec := cdi.NewNaming(driverName).DriverSpecFileName()
+	var names []string
+	haveDriverSpec := false
+	for _, en := range entries {
+		if en.Name() == driverSpec {
+			haveDriverSpec = true
+		} else {
+			names = append(names, en.Name())
+		}
+	}
+	for _, name := range names {
+		if haveDriverSpec || durable.IsTemp(name) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(e.cdiDir, name))
+		if err == nil && !strings.Contains(string(data), `"/dev/nvidiactl"`) {
+			e.t.Errorf("claim spec %s needs the driver-wide spec, which does not exist", name)
+		}
+	}
+	return names
+}
+
 func (e *env) specPath(uid string) string {
 	return filepath.Join(e.cdiDir, cdi.NewNaming(driverName).SpecFileName(uid))
 }
@@ -181,9 +227,9 @@ func TestPrepareWritesValidSpecAndCheckpoint(t *testing.T) {
 		if d.DeviceName != want || d.PoolName != nodeName || len(d.Requests) != 1 || d.Requests[0] != "gpu" {
 			t.Errorf("device %d = %+v", i, d)
 		}
-		wantID := "k8s.gpu.nvidia.com/claim=uid-1-" + want
-		if len(d.CDIDeviceIDs) != 1 || d.CDIDeviceIDs[0] != wantID {
-			t.Errorf("CDI IDs %v, want [%s]", d.CDIDeviceIDs, wantID)
+		wantIDs := []string{"k8s.gpu.nvidia.com/driver=common", "k8s.gpu.nvidia.com/claim=uid-1-" + want}
+		if !slices.Equal(d.CDIDeviceIDs, wantIDs) {
+			t.Errorf("CDI IDs %v, want %v", d.CDIDeviceIDs, wantIDs)
 		}
 	}
 
@@ -200,8 +246,20 @@ func TestPrepareWritesValidSpecAndCheckpoint(t *testing.T) {
 	if got := spec.GetDevice("uid-1-gpu-3").ContainerEdits.DeviceNodes[0].Path; got != "/dev/nvidia3" {
 		t.Errorf("gpu-3 gets %s", got)
 	}
-	if !containsStr(spec.ContainerEdits.Env, cdi.VisibleDevicesVoid) {
-		t.Errorf("spec env %v lacks %s", spec.ContainerEdits.Env, cdi.VisibleDevicesVoid)
+	// The claim's spec holds only its own edits; the driver-wide ones are
+	// the driver spec's.
+	if edits := spec.ContainerEdits; len(edits.Env)+len(edits.DeviceNodes)+len(edits.Mounts)+len(edits.Hooks) != 0 {
+		t.Errorf("claim spec has driver-wide edits %+v", edits)
+	}
+	driverSpec, err := cdiapi.ReadSpec(filepath.Join(e.cdiDir, cdi.NewNaming(driverName).DriverSpecFileName()), 0)
+	if err != nil {
+		t.Fatalf("the CDI library refuses the driver spec: %v", err)
+	}
+	if dev := driverSpec.GetDevice(cdi.DriverDevice); dev == nil || !containsStr(dev.ContainerEdits.Env, cdi.VisibleDevicesVoid) {
+		t.Errorf("driver spec device %+v lacks %s", dev, cdi.VisibleDevicesVoid)
+	}
+	if n := driverSpec.ContainerEdits.DeviceNodes; len(n) != 1 || n[0].Path != "/dev/nvidiactl" {
+		t.Errorf("driver spec device nodes %v, want the driver-wide /dev/nvidiactl", n)
 	}
 	fi, err := os.Stat(e.specPath("uid-1"))
 	if err != nil || fi.Mode().Perm() != 0o644 {
@@ -328,7 +386,7 @@ func TestBadClaimsGetClearErrors(t *testing.T) {
 			}
 		})
 	}
-	if entries, _ := os.ReadDir(e.cdiDir); len(entries) != 0 {
+	if entries := e.claimSpecFiles(); len(entries) != 0 {
 		t.Errorf("bad claims left specs: %v", entries)
 	}
 }
@@ -484,8 +542,8 @@ func TestConcurrentPrepareUnprepareKeepsStateConsistent(t *testing.T) {
 	if n := len(e.state.PreparedClaims()); n != 0 {
 		t.Errorf("%d claims still prepared", n)
 	}
-	if entries, _ := os.ReadDir(e.cdiDir); len(entries) != 0 {
-		t.Errorf("specs left: %d", len(entries))
+	if entries := e.claimSpecFiles(); len(entries) != 0 {
+		t.Errorf("specs left: %v", entries)
 	}
 }
 

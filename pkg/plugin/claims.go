@@ -18,7 +18,8 @@ import (
 )
 
 // openClaimState opens the CDI spec directory and the claim checkpoint,
-// builds the sharing appliers, loads the prepared claims and brings the CDI
+// writes the driver-wide CDI spec (when its content changed), builds the
+// sharing appliers, loads the prepared claims and brings the CDI
 // directory and the MPS daemons in line with them. It returns before
 // anything serves the kubelet: no prepare runs while the MPS sweep decides
 // which daemons belong to no prepared claim.
@@ -57,6 +58,18 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 	if err != nil {
 		return nil, nil, err
 	}
+	// The driver-wide spec, before anything can write a claim spec that
+	// references it: the start-up reconcile re-creates the missing specs of
+	// prepared claims.
+	driverSpec, err := cdi.DriverSpec(naming, claimEdits.Common())
+	if err != nil {
+		return nil, nil, err
+	}
+	written, err := specDir.WriteDriverSpec(driverSpec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CDI root %s: %w", cfg.Node.CDIRoot, err)
+	}
+	logger.V(2).Info("Driver-wide CDI spec in place", "path", specDir.DriverSpecPath(), "rewritten", written)
 	mpsManager, err := NewMPSManager(ctx, cfg, n)
 	if err != nil {
 		return nil, nil, fmt.Errorf("MPS sharing: %w", err)
@@ -76,7 +89,7 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 	applier := newSharing(ctx, cfg, n, sharingClaims, mpsApplier(mpsManager), shares)
 	state, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Devices: n.Devices, Edits: claimEdits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier,
+		Specs: specDir, Naming: naming, UseDriverSpec: true, Checkpoints: store, BootID: bootID, Sharing: applier,
 		LookupClaim: lookupClaim(cfg.KubeClient), OnStaleClaim: staleClaimReporter(cfg.KubeClient, cfg.NodeName, m),
 		MIG: migDevices, ComputeShares: int64(cfg.ConsumableCapacity.Shares),
 	})

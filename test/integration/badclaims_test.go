@@ -124,8 +124,8 @@ func TestBadClaimsFailAloneWithClearErrors(t *testing.T) {
 
 	// Only the good claims and the holder have a spec and a record.
 	specs, _ := os.ReadDir(h.cfg.Node.CDIRoot)
-	if len(specs) != 3 {
-		t.Errorf("CDI specs: %v, want those of holder, good-plain and good-configs", names(specs))
+	if len(specs) != 4 {
+		t.Errorf("CDI specs: %v, want the driver-wide one and those of holder, good-plain and good-configs", names(specs))
 	}
 	records, _ := os.ReadDir(filepath.Join(h.cfg.PluginDataDir(), "claims"))
 	if len(records) != 3 {

@@ -325,7 +325,7 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly(t *testing.T) {
 	}
 	c := h.createClaim("ro", "gpu-1")
 	prepare(t, h, c, "read-only file system")
-	assertNothingLeft(t, h, c.UID, "kept")
+	assertNothingLeft(t, h, c.UID, "kept", "k8s.gpu.nvidia.com-driver.json")
 	// The claim prepared before still serves its pods.
 	prepare(t, h, kept, "")
 
@@ -339,7 +339,7 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly(t *testing.T) {
 func TestPrepareFailsCleanlyWhenTheCDIDirIsGone(t *testing.T) {
 	h := newHarness(t)
 	dir := h.cfg.Node.CDIRoot
-	if err := os.Remove(dir); err != nil {
+	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(dir, nil, 0o644); err != nil {
@@ -389,7 +389,7 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsFull(t *testing.T) {
 	_ = f.Close()
 	c := h.createClaim("full", "gpu-1")
 	prepare(t, h, c, "no space left on device")
-	assertNothingLeft(t, h, c.UID, "kept", "filler")
+	assertNothingLeft(t, h, c.UID, "kept", "filler", "k8s.gpu.nvidia.com-driver.json")
 	prepare(t, h, kept, "")
 
 	if err := os.Remove(filler); err != nil {

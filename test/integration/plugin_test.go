@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,9 +135,9 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 			t.Fatalf("claim %s: %+v", c.Name, r)
 		}
 		for _, d := range r.Devices {
-			want := fmt.Sprintf("k8s.gpu.nvidia.com/claim=%s-%s", c.UID, d.DeviceName)
-			if len(d.CdiDeviceIds) != 1 || d.CdiDeviceIds[0] != want || d.PoolName != nodeName {
-				t.Errorf("claim %s device %+v, want CDI ID %s", c.Name, d, want)
+			want := []string{"k8s.gpu.nvidia.com/driver=common", fmt.Sprintf("k8s.gpu.nvidia.com/claim=%s-%s", c.UID, d.DeviceName)}
+			if !slices.Equal(d.CdiDeviceIds, want) || d.PoolName != nodeName {
+				t.Errorf("claim %s device %+v, want CDI IDs %v", c.Name, d, want)
 			}
 		}
 	}
@@ -150,17 +151,21 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := cache.GetDevice(resp.Claims[string(one.UID)].Devices[0].CdiDeviceIds[0])
-	if dev == nil {
-		t.Fatalf("CDI cache cannot resolve claim one's device; errors: %v", cache.GetErrors())
-	}
 	var nodes []string
-	for _, n := range dev.ContainerEdits.DeviceNodes {
-		nodes = append(nodes, n.Path)
+	for _, id := range resp.Claims[string(one.UID)].Devices[0].CdiDeviceIds {
+		dev := cache.GetDevice(id)
+		if dev == nil {
+			t.Fatalf("CDI cache cannot resolve claim one's device %s; errors: %v", id, cache.GetErrors())
+		}
+		for _, n := range dev.ContainerEdits.DeviceNodes {
+			nodes = append(nodes, n.Path)
+		}
+		for _, n := range dev.GetSpec().ContainerEdits.DeviceNodes {
+			nodes = append(nodes, n.Path)
+		}
 	}
-	for _, n := range dev.GetSpec().ContainerEdits.DeviceNodes {
-		nodes = append(nodes, n.Path)
-	}
+	// The driver device: its spec holds the driver files.
+	dev := cache.GetDevice(resp.Claims[string(one.UID)].Devices[0].CdiDeviceIds[0])
 	for _, want := range []string{"/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"} {
 		if !contains(nodes, want) {
 			t.Errorf("device nodes %v lack %s", nodes, want)
@@ -190,8 +195,8 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 			t.Errorf("unprepare %s: %s", uid, r.Error)
 		}
 	}
-	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 0 {
-		t.Errorf("specs left after unprepare: %v", names(entries))
+	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 1 || entries[0].Name() != "k8s.gpu.nvidia.com-driver.json" {
+		t.Errorf("specs left after unprepare: %v, want only the driver-wide one", names(entries))
 	}
 
 	// gpu-0 is free again for the claim that clashed.
@@ -276,8 +281,8 @@ func TestRestartKeepsPreparedClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
-	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 1 {
-		t.Errorf("start-up reconcile did not re-create the spec: %v", names(entries))
+	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 2 {
+		t.Errorf("start-up did not re-create the driver-wide spec and the claim's: %v", names(entries))
 	}
 	other := h.createClaim("other", "gpu-4")
 	resp, err = h.draClient().NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c), ref(other)}})
