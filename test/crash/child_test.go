@@ -63,8 +63,10 @@ func (r *reporter) emit(e event) {
 }
 
 // TestCrashChild is the plugin process that TestCrashConsistency,
-// TestCrashConsistencyDynamicMIG and TestCrashConsistencyShares kill: it opens the claim state like the
-// plugin's start-up does (checkpoint load and reconcile), then prepares and
+// TestCrashConsistencyLegacySpecs, TestCrashConsistencyDynamicMIG and
+// TestCrashConsistencyShares kill: it opens the claim state like the
+// plugin's start-up does (driver-wide CDI spec, checkpoint load and
+// reconcile), then prepares and
 // unprepares the fixed claims on several goroutines until it is killed.
 func TestCrashChild(t *testing.T) {
 	raw := os.Getenv(childEnv)
@@ -86,7 +88,7 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	st, _, loadErrs, err := openState(ctx, cfg.Dirs, p)
+	st, _, loadErrs, err := openState(ctx, cfg.Dirs, p, cfg.LegacySpecs)
 	if err != nil {
 		fail(err)
 	}

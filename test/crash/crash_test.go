@@ -4,7 +4,7 @@
 // the killed process reported as done.
 //
 // The test binary runs itself as the child (TestCrashChild). Kill points are
-// chosen three ways, each seeded and logged:
+// chosen several ways, each seeded and logged:
 //   - "delay": a random delay (0-30 ms) after the child is ready, while its
 //     workers prepare and unprepare;
 //   - "fsevent": right after the k-th file-system event (inotify) that the
@@ -24,12 +24,25 @@
 //   - "shareevent" (TestCrashConsistencyShares only): right after the k-th
 //     file-system event in the directory of the fake shares applier's
 //     per-GPU daemon markers: the kill then lands inside the start or the
-//     stop of a shared GPU's daemon.
+//     stop of a shared GPU's daemon;
+//   - "driverspec": right after the k-th file-system event on the
+//     driver-wide CDI spec or its temporary file, in a child whose start-up
+//     writes it (it is missing, or the parent made it stale): the kill then
+//     lands inside that write.
 //
 // TestCrashConsistencyDynamicMIG runs the same kills over partitionable
 // GPUs whose MIG devices the claims' prepares create (see dynamicmig_test.go),
 // TestCrashConsistencyShares over claims that share GPUs by consumable
 // capacity (see shares_test.go).
+//
+// Each child starts as the plugin does: it writes the driver-wide CDI spec,
+// then opens the claim state with Options.UseDriverSpec, so that every
+// prepared device has the CDI IDs Naming.DeviceIDs (the driver spec's
+// device, then the claim's) and claim specs hold only their own edits (see
+// driverspec_test.go for the driver spec's invariants).
+// TestCrashConsistencyLegacySpecs runs the static kills with a plugin from
+// before the driver spec (self-contained claim specs); pkg/claimstate's
+// TestClaimOfAnOlderPluginKeepsWorking covers the upgrade between both.
 //
 // GPUDRA_CRASH_KILLS sets the number of kills (default 200, 40 with -short);
 // GPUDRA_CRASH_SEED replays a run.
@@ -102,6 +115,9 @@ type scenario struct {
 	// Shares: the claims of shareTestClaims, shares of GPUs applied by
 	// the fake shares applier over Dirs.Shares.
 	Shares bool `json:"shares,omitempty"`
+	// LegacySpecs: a plugin from before the driver-wide spec, whose claim
+	// specs are self-contained (no driver spec, no UseDriverSpec).
+	LegacySpecs bool `json:"legacySpecs,omitempty"`
 }
 
 func (sc scenario) String() string {
@@ -110,6 +126,8 @@ func (sc scenario) String() string {
 		return "dynamic MIG"
 	case sc.Shares:
 		return "GPU shares"
+	case sc.LegacySpecs:
+		return "static, self-contained claim specs"
 	}
 	return "static"
 }
@@ -164,12 +182,18 @@ func wantShareIDs(c *resourceapi.ResourceClaim) []string {
 	return ids
 }
 
-// wantIDs are the CDI device IDs a prepare of c must return.
-func wantIDs(c *resourceapi.ResourceClaim) []string {
+// wantIDs are the CDI device IDs a prepare of c must return: per device,
+// the driver spec's device and the claim's (Naming.DeviceIDs), or the
+// claim's alone with legacySpecs.
+func wantIDs(c *resourceapi.ResourceClaim, legacySpecs bool) []string {
 	n := cdi.NewNaming(driverName)
 	var ids []string
 	for _, r := range c.Status.Allocation.Devices.Results {
-		ids = append(ids, n.DeviceID(string(c.UID), r.Device))
+		if legacySpecs {
+			ids = append(ids, n.DeviceID(string(c.UID), r.Device))
+		} else {
+			ids = append(ids, n.DeviceIDs(string(c.UID), r.Device)...)
+		}
 	}
 	return ids
 }
@@ -195,6 +219,10 @@ const (
 	killStartup killMode = "startup"
 	killMIG     killMode = "migevent"
 	killShare   killMode = "shareevent"
+	// killDriverSpec: right after the k-th file-system event on the
+	// driver-wide spec or its temporary file, when the child's start-up
+	// has to write it (see driverspec_test.go).
+	killDriverSpec killMode = "driverspec"
 )
 
 // stats count what the run covered; they are logged at the end.
@@ -215,6 +243,7 @@ type stats struct {
 	childOutputErrors int
 	mig               migStats    // dynamic MIG only
 	shares            sharesStats // GPU shares only
+	driver            driverSpecStats
 }
 
 func killCount(t *testing.T) int {
@@ -244,6 +273,12 @@ func seed(t *testing.T) uint64 {
 
 func TestCrashConsistency(t *testing.T) {
 	runCrashTest(t, scenario{})
+}
+
+// TestCrashConsistencyLegacySpecs: the static kills with a plugin from
+// before the driver-wide spec.
+func TestCrashConsistencyLegacySpecs(t *testing.T) {
+	runCrashTest(t, scenario{LegacySpecs: true})
 }
 
 // runCrashTest kills children, over static GPUs, partitionable ones
@@ -308,6 +343,9 @@ func runCrashTest(t *testing.T, sc scenario) {
 	}
 	for i := range kills {
 		mode := modes[rng.IntN(len(modes))]
+		if w := driverSpecToWrite(t, d, sc, st); w == writeMissing || (w == writeStale && rng.IntN(2) == 0) {
+			mode = killDriverSpec
+		}
 		childSeed := rng.Uint64()
 		cfg := childConfig{Dirs: d, Seed: childSeed, scenario: sc}
 		events, waitErr, stderr := runAndKill(t, cfg, mode, rng, watcher, st)
@@ -341,6 +379,7 @@ func runCrashTest(t *testing.T, sc scenario) {
 	if sc.Shares {
 		logSharesStats(t, st)
 	}
+	logDriverSpecStats(t, st)
 	if kills >= 50 && st.killedInFlight == 0 {
 		t.Errorf("no kill landed while an operation was in flight: the kill points do not exercise the writes")
 	}
@@ -427,6 +466,26 @@ func runAndKill(t *testing.T, child childConfig, mode killMode, rng *rand.Rand, 
 			}
 			time.Sleep(time.Duration(rng.Int64N(int64(span))))
 		case <-timeout:
+		}
+	case killDriverSpec:
+		// A write is a temporary file created, written, renamed: the
+		// kill lands before, inside or after the rename. The ready
+		// child has written it.
+		k := 1 + rng.IntN(4)
+	driverWait:
+		for seen := 0; seen < k; {
+			select {
+			case ev := <-watcher.Events:
+				if isDriverSpecFile(filepath.Base(ev.Name)) {
+					seen++
+				}
+			case err := <-watcher.Errors:
+				t.Logf("inotify: %v", err)
+			case <-ready:
+				break driverWait
+			case <-timeout:
+				break driverWait
+			}
 		}
 	case killFSEvent, killMIG, killShare:
 		// Events of the child's start-up (reconcile) count too.
@@ -523,7 +582,9 @@ func applyEvents(t *testing.T, round int, mode killMode, events []event, model m
 // switch a GPU that a claim gets whole into MIG mode for the next child's
 // prepare to switch it out (rng). With GPU shares it also checks the
 // daemon markers, the specs' limits and the records' shares (see
-// verifyShares).
+// verifyShares). It checks the driver-wide spec before and after the
+// restart, and may make it stale or remove it for the next child's
+// start-up to write (see driverspec_test.go).
 func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc scenario,
 	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats, rng *rand.Rand) {
 	t.Helper()
@@ -540,10 +601,13 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 		// What the kill left, before the reconcile re-applies anything.
 		sharesBeforeReconcile(t, round, d, p, claims, model, st)
 	}
-	state, specDir, loadErrs, err := openState(ctx, d, p)
+	// What the kill left of the driver spec, before the restart writes it.
+	checkDriverSpecAfterKill(t, round, d, sc, p, st)
+	state, specDir, loadErrs, err := openState(ctx, d, p, sc.LegacySpecs)
 	if err != nil {
 		t.Fatalf("kill %d: restart: %v", round, err)
 	}
+	checkDriverSpecAfterRestart(t, round, d, sc, p)
 	if len(loadErrs) > 0 {
 		t.Errorf("kill %d: the checkpoint holds unreadable records (torn write?): %v", round, loadErrs)
 	}
@@ -565,6 +629,13 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 	}
 
 	prepared := state.PreparedClaims()
+	var driverSpec *cdiapi.Spec
+	if !sc.LegacySpecs {
+		if driverSpec, err = cdiapi.ReadSpec(driverSpecPath(d), 0); err != nil {
+			t.Errorf("kill %d: the driver spec is unusable: %v", round, err)
+		}
+	}
+	cache := newCDICache(t, round, d)
 	for _, c := range claims {
 		uid := string(c.UID)
 		m := model[uid]
@@ -599,12 +670,21 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 			t.Errorf("kill %d: claim %s is prepared but its spec is unusable: %v", round, uid, err)
 			continue
 		}
-		for _, id := range wantIDs(c) {
-			_, _, name := parseID(id)
-			if spec.GetDevice(name) == nil {
+		for _, id := range wantIDs(c, sc.LegacySpecs) {
+			_, class, name := parseID(id)
+			switch {
+			case class == cdi.DriverClass && sc.LegacySpecs:
+				t.Errorf("kill %d: claim %s of a plugin from before the driver spec references it (%s)", round, uid, id)
+			case class == cdi.DriverClass:
+				if driverSpec != nil && driverSpec.GetDevice(name) == nil {
+					t.Errorf("kill %d: the driver spec lacks device %s of claim %s", round, name, uid)
+				}
+			case spec.GetDevice(name) == nil:
 				t.Errorf("kill %d: spec of claim %s lacks device %s", round, uid, name)
 			}
 		}
+		claimSpecFormat(t, round, uid, spec, sc, p)
+		checkInjection(t, round, cache, c, sc, p, st)
 		devs, err := state.Prepare(ctx, c)
 		if err != nil {
 			t.Errorf("kill %d: repeated prepare of claim %s: %v", round, uid, err)
@@ -620,8 +700,8 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 			}
 			shareIDs = append(shareIDs, id)
 		}
-		if !slices.Equal(ids, wantIDs(c)) {
-			t.Errorf("kill %d: repeated prepare of claim %s returned %v, want %v", round, uid, ids, wantIDs(c))
+		if want := wantIDs(c, sc.LegacySpecs); !slices.Equal(ids, want) {
+			t.Errorf("kill %d: repeated prepare of claim %s returned %v, want %v", round, uid, ids, want)
 		}
 		if !slices.Equal(shareIDs, wantShareIDs(c)) {
 			t.Errorf("kill %d: repeated prepare of claim %s returned share IDs %q, want %q", round, uid, shareIDs, wantShareIDs(c))
@@ -639,6 +719,9 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 	// Nothing else lies in the directories but temporary files, which
 	// neither the CDI library nor the checkpoint reader picks up.
 	expected := map[string]bool{}
+	if !sc.LegacySpecs {
+		expected[driverSpecPath(d)] = true
+	}
 	for _, uid := range prepared {
 		expected[filepath.Join(d.CDI, filepath.Base(specDir.Path(uid)))] = true
 		expected[filepath.Join(d.Checkpoint, uid+".json")] = true
@@ -671,6 +754,8 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 	for _, m := range model {
 		m.touched = false
 	}
+	// For the next child's start-up to (re)write.
+	changeDriverSpec(t, d, sc, p, rng, st, round)
 }
 
 // parseID splits a qualified CDI device ID.
@@ -688,7 +773,7 @@ func finalCleanup(t *testing.T, ctx context.Context, d dirs, sc scenario, claims
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, specDir, _, err := openState(ctx, d, p)
+	state, specDir, _, err := openState(ctx, d, p, sc.LegacySpecs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -704,6 +789,8 @@ func finalCleanup(t *testing.T, ctx context.Context, d dirs, sc scenario, claims
 	if uids, err := specDir.ClaimUIDs(); err != nil || len(uids) != 0 {
 		t.Errorf("specs left after unpreparing all: %v %v", uids, err)
 	}
+	// The driver spec stays: nothing removes it.
+	checkDriverSpecAfterRestart(t, -1, d, sc, p)
 	store, err := checkpoint.NewStore(d.Checkpoint)
 	if err != nil {
 		t.Fatal(err)

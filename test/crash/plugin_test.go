@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+	"tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
@@ -84,12 +85,34 @@ func startPlugin(ctx context.Context, d dirs, dynamicMIG bool) (*plugin, error) 
 	return p, nil
 }
 
-// openState opens the claim state over d as the plugin's start-up does.
-func openState(ctx context.Context, d dirs, p *plugin) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
+// driverSpec is the driver-wide CDI spec of p, as the plugin's start-up
+// builds it from the node's edits.
+func (p *plugin) driverSpec() (*specs.Spec, error) {
+	return cdi.DriverSpec(cdi.NewNaming(driverName), p.edits.Common())
+}
+
+// openState opens the claim state over d as the plugin's start-up does:
+// it writes the driver-wide spec (SpecDir.WriteDriverSpec), then builds the
+// state with Options.UseDriverSpec, so that new claims' specs reference the
+// driver spec. With legacySpecs it is a plugin from before the driver spec
+// instead: no driver spec, self-contained claim specs.
+func openState(ctx context.Context, d dirs, p *plugin, legacySpecs bool) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
 	naming := cdi.NewNaming(driverName)
 	specDir, err := cdi.NewSpecDir(d.CDI, naming)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if !legacySpecs {
+		// Before anything can write a claim spec that references it: the
+		// start-up reconcile re-creates the missing specs of prepared
+		// claims.
+		spec, err := p.driverSpec()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if _, err := specDir.WriteDriverSpec(spec); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	store, err := checkpoint.NewStore(d.Checkpoint)
 	if err != nil {
@@ -105,7 +128,7 @@ func openState(ctx context.Context, d dirs, p *plugin) (*claimstate.State, *cdi.
 	}
 	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: driverName, PoolName: nodeName, Devices: p.set, Edits: p.edits,
-		Specs: specDir, Naming: naming, Checkpoints: store, BootID: bootID, Sharing: applier, MIG: mig,
+		Specs: specDir, Naming: naming, UseDriverSpec: !legacySpecs, Checkpoints: store, BootID: bootID, Sharing: applier, MIG: mig,
 	})
 	if err == nil && p.shares != nil {
 		// As the plugin does: the applier reads the recorded claims of

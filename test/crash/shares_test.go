@@ -636,7 +636,7 @@ func TestSharedGPUDaemonStopsWithTheLastSharesUnpreparedTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, _, _, err := openState(ctx, d, p)
+	state, _, _, err := openState(ctx, d, p, false)
 	if err != nil {
 		t.Fatal(err)
 	}
