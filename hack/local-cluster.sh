@@ -321,6 +321,10 @@ imports = []
     address = '$CSOCK'
   [plugins.'io.containerd.server.v1.ttrpc']
     address = '$CSOCK.ttrpc'
+  # The debug server serves Go's /debug/pprof/ (containerd's CPU profile while the DRA bench runs:
+  # curl --unix-socket $CSOCK.debug http://d/debug/pprof/profile?seconds=20).
+  [plugins.'io.containerd.server.v1.debug']
+    address = '$CSOCK.debug'
 EOF
   # Pods get addresses on a local bridge only: no masquerade, no default route out of the machine; the
   # one route they get sends the service CIDR to the host (the bridge's address), see api_vip_up.
