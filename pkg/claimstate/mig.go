@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
@@ -245,7 +246,7 @@ func (s *State) ensureMIG(ctx context.Context, pc *preparedClaim) (recreated, fi
 	}
 	var missing []string
 	for _, d := range rec.Devices {
-		if d.MIG == nil || !d.MIG.Created || contains(missing, d.Device) {
+		if d.MIG == nil || !d.MIG.Created || slices.Contains(missing, d.Device) {
 			continue
 		}
 		inst, found, err := mig.Lookup(ctx, migSpec(d.MIG))
@@ -313,15 +314,6 @@ func (s *State) ensureMIG(ctx context.Context, pc *preparedClaim) (recreated, fi
 	klog.FromContext(ctx).Info("Re-created the lost MIG devices of a prepared claim", "claim", klog.KRef(rec.Namespace, rec.Name),
 		"claimUID", types.UID(rec.ClaimUID), "devices", missing)
 	return true, false, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // overlaps tells whether devices a and b cannot be prepared at once

@@ -357,16 +357,25 @@ func nvmlDeviceGetGpuInstances(device C.nvmlDevice_t, profileId C.uint, gpuInsta
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
-	if len(gis) > int(p.InstanceCount) {
-		return cret(nvml.ERROR_INSUFFICIENT_SIZE)
+	return cret(putHandles(gpuInstances, count, gis, p.InstanceCount,
+		func(gi nvml.GpuInstance) uint32 { info, _ := gi.GetInfo(); return info.Id },
+		func(gi nvml.GpuInstance) C.nvmlGpuInstance_t { return C.nvmlGpuInstance_t(giHandle(gi)) }))
+}
+
+// putHandles writes the C handles of objs, ordered by id, to out and their
+// number to count; ERROR_INSUFFICIENT_SIZE when there are more than limit
+// (the profile's InstanceCount, the size of the caller's array).
+func putHandles[T, H any](out *H, count *C.uint, objs []T, limit uint32, id func(T) uint32, handle func(T) H) nvml.Return {
+	if len(objs) > int(limit) {
+		return nvml.ERROR_INSUFFICIENT_SIZE
 	}
-	sortByID(gis, func(gi nvml.GpuInstance) uint32 { info, _ := gi.GetInfo(); return info.Id })
-	out := unsafe.Slice(gpuInstances, len(gis))
-	for i, gi := range gis {
-		out[i] = C.nvmlGpuInstance_t(giHandle(gi))
+	sortByID(objs, id)
+	dst := unsafe.Slice(out, len(objs))
+	for i, o := range objs {
+		dst[i] = handle(o)
 	}
-	*count = C.uint(len(gis))
-	return cret(nvml.SUCCESS)
+	*count = C.uint(len(objs))
+	return nvml.SUCCESS
 }
 
 func sortByID[T any](s []T, id func(T) uint32) {
@@ -633,16 +642,9 @@ func nvmlGpuInstanceGetComputeInstances(gpuInstance_ C.nvmlGpuInstance_t, profil
 	if r != nvml.SUCCESS {
 		return cret(r)
 	}
-	if len(cis) > int(p.InstanceCount) {
-		return cret(nvml.ERROR_INSUFFICIENT_SIZE)
-	}
-	sortByID(cis, func(ci nvml.ComputeInstance) uint32 { info, _ := ci.GetInfo(); return info.Id })
-	out := unsafe.Slice(computeInstances, len(cis))
-	for i, ci := range cis {
-		out[i] = C.nvmlComputeInstance_t(ciHandle(ci))
-	}
-	*count = C.uint(len(cis))
-	return cret(nvml.SUCCESS)
+	return cret(putHandles(computeInstances, count, cis, p.InstanceCount,
+		func(ci nvml.ComputeInstance) uint32 { info, _ := ci.GetInfo(); return info.Id },
+		func(ci nvml.ComputeInstance) C.nvmlComputeInstance_t { return C.nvmlComputeInstance_t(ciHandle(ci)) }))
 }
 
 //export nvmlGpuInstanceGetComputeInstanceById
