@@ -91,6 +91,8 @@ type options struct {
 	// shareMemory, when set, makes every claim a share of one GPU
 	// consuming this much memory (the chart's consumableCapacity on).
 	shareMemory *resource.Quantity
+	// sim is the scheduling benchmark's options (simulate.go).
+	sim *simOptions
 }
 
 func main() {
@@ -101,7 +103,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, opts); err != nil {
+	runner := run
+	if opts.sim.active() {
+		runner = runSimulate
+	}
+	if err := runner(ctx, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "gpudra-bench:", err)
 		os.Exit(1)
 	}
@@ -140,7 +146,12 @@ into claim GET, driver prepare (the plugin's histograms) and the rest; one JSON 
 `)
 		fs.PrintDefaults()
 	}
+	simFlags := addSimulateFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	var err error
+	if o.sim, err = simFlags(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
