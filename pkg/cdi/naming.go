@@ -17,6 +17,9 @@ const DriverClass = "driver"
 // DriverDevice is the name of the one device of the driver-wide spec.
 const DriverDevice = "common"
 
+// DeviceClass is the CDI class of the static device spec (see DeviceSpec).
+const DeviceClass = "device"
+
 // specExt is the encoding of the spec files this package writes.
 const specExt = ".json"
 
@@ -44,6 +47,36 @@ func (n Naming) DriverSpecFileName() string {
 	return cdiapi.GenerateSpecName(n.Vendor, DriverClass) + specExt
 }
 
+// DeviceSpecFileName is the file name of the static device spec,
+// "<vendor>-device.json". It never has the form of a claim spec's name.
+func (n Naming) DeviceSpecFileName() string {
+	return cdiapi.GenerateSpecName(n.Vendor, DeviceClass) + specExt
+}
+
+// DeviceKind is the CDI kind of the static device spec, "<vendor>/device".
+func (n Naming) DeviceKind() string { return n.Vendor + "/" + DeviceClass }
+
+// StaticDeviceID is the fully qualified CDI ID of device (its name in the
+// ResourceSlice) in the static device spec, "<vendor>/device=<device>".
+func (n Naming) StaticDeviceID(device string) string {
+	return parser.QualifiedName(n.Vendor, DeviceClass, device)
+}
+
+// StaticDeviceIDs are the CDI device IDs of a device prepared without a
+// claim spec: the driver device, then the device's entry in the static
+// device spec. A container gets the driver-wide edits once, then the
+// device's own, as with DeviceIDs.
+func (n Naming) StaticDeviceIDs(device string) []string {
+	return []string{n.DriverDeviceID(), n.StaticDeviceID(device)}
+}
+
+// NeedsClaimSpec tells whether the CDI device IDs of a prepared device name
+// a device of a claim spec; those of StaticDeviceIDs do not.
+func (n Naming) NeedsClaimSpec(ids []string) bool {
+	prefix := n.Kind() + "="
+	return slices.ContainsFunc(ids, func(id string) bool { return strings.HasPrefix(id, prefix) })
+}
+
 // DriverDeviceID is the fully qualified CDI ID of the driver-wide spec's
 // device, "<vendor>/driver=common".
 func (n Naming) DriverDeviceID() string {
@@ -67,6 +100,12 @@ func (n Naming) DeviceIDs(claimUID, device string) []string {
 func (n Naming) UsesDriverSpec(ids []string) bool {
 	return slices.Contains(ids, n.DriverDeviceID())
 }
+
+// StagingDirName is the name of the subdirectory of the CDI spec directory
+// in which this driver stages its spec writes, ".<vendor>.staging": hidden,
+// without a spec file's extension (CDI scanners skip it, and skip
+// directories), and this driver's own.
+func (n Naming) StagingDirName() string { return "." + n.Vendor + ".staging" }
 
 // SpecFileName is the file name of the transient spec of claimUID.
 func (n Naming) SpecFileName(claimUID string) string {

@@ -3,6 +3,7 @@ package cdi
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
 	"tags.cncf.io/container-device-interface/pkg/parser"
@@ -101,6 +102,33 @@ func DriverSpec(n Naming, common specs.ContainerEdits) (*specs.Spec, error) {
 	}
 	if err := finish(spec); err != nil {
 		return nil, fmt.Errorf("driver-wide CDI spec %s: %w", spec.Kind, err)
+	}
+	return spec, nil
+}
+
+// DeviceSpec assembles the static device spec, kind Naming.DeviceKind: one
+// CDI device per device, by its name in the ResourceSlice, with its own
+// edits and Env and no spec-level edits. It holds what every exclusive
+// claim of a device without a config of its own gets (the device nodes of
+// a GPU, or of a MIG device with its parent and capability nodes), so that
+// such a claim needs no spec of its own: it is referenced by
+// Naming.StaticDeviceIDs, after the driver-wide spec's device. It is
+// deterministic for given devices (sorted by name) and never empty: with
+// no devices it returns nil.
+func DeviceSpec(n Naming, devices []ClaimDevice) (*specs.Spec, error) {
+	if len(devices) == 0 {
+		return nil, nil
+	}
+	sorted := slices.Clone(devices)
+	slices.SortFunc(sorted, func(a, b ClaimDevice) int { return strings.Compare(a.Name, b.Name) })
+	spec := &specs.Spec{Kind: n.DeviceKind(), Devices: make([]specs.Device, 0, len(sorted))}
+	for _, d := range sorted {
+		edits := CloneEdits(d.Edits)
+		edits.Env = append(edits.Env, d.Env...)
+		spec.Devices = append(spec.Devices, specs.Device{Name: d.Name, ContainerEdits: edits})
+	}
+	if err := finish(spec); err != nil {
+		return nil, fmt.Errorf("static device CDI spec %s: %w", spec.Kind, err)
 	}
 	return spec, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,39 +21,61 @@ import (
 const specFileMode = 0o644
 
 // SpecDir is a CDI spec directory (e.g. /var/run/cdi) in which this driver
-// owns the claim specs and the driver-wide spec named by its Naming. It
-// never touches other files. Nothing but WriteDriverSpec and
-// EnsureDriverSpec writes the driver-wide spec, and nothing removes it:
-// ClaimUIDs never lists it, so no orphan cleanup can delete it.
+// owns the claim specs, the driver-wide spec and the static device spec
+// named by its Naming, and its staging directory. It never touches other
+// files. Nothing but WriteDriverSpec and EnsureDriverSpec writes the
+// driver-wide spec, nothing but WriteDeviceSpec and EnsureDeviceSpec the
+// device spec, and nothing removes either (but WriteDeviceSpec of no
+// devices): ClaimUIDs never lists them, so no orphan cleanup can delete
+// them.
+//
+// Every write is staged in the staging directory, a subdirectory of the
+// spec directory (same file system, so the rename into place stays
+// atomic): a watcher of the spec directory, such as a container runtime's
+// CDI cache that reloads the whole directory on every event, sees one
+// event per write (the rename) and one per removal.
 //
 // Every method is safe for concurrent use on different claims; calls for the
 // same claim must be serialized by the caller.
 type SpecDir struct {
 	dir    string
+	stage  string
 	naming Naming
 }
 
-// NewSpecDir creates dir (0755) if it is missing.
+// NewSpecDir creates dir and its staging directory (0755) if they are
+// missing.
 func NewSpecDir(dir string, n Naming) (*SpecDir, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating the CDI spec directory: %w", err)
 	}
-	return &SpecDir{dir: dir, naming: n}, nil
+	stage := filepath.Join(dir, n.StagingDirName())
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		return nil, fmt.Errorf("creating the staging directory of the CDI spec directory: %w", err)
+	}
+	return &SpecDir{dir: dir, stage: stage, naming: n}, nil
 }
 
 // RemoveStaleTemps removes the temporary files of this driver's spec writes
-// that a crash left behind and that are older than olderThan; other files,
-// including other writers' temporary files, stay. It returns how many it
-// removed.
+// that a crash left behind and that are older than olderThan, in the
+// staging directory and in the spec directory itself (where plugins from
+// before the staging directory staged them); other files, including other
+// writers' temporary files, stay. It returns how many it removed.
 func (d *SpecDir) RemoveStaleTemps(olderThan time.Duration) (int, error) {
-	n, err := durable.RemoveStaleTempsOf(d.dir, olderThan, func(target string) bool {
+	owns := func(target string) bool {
 		_, ok := d.naming.claimUIDFromFileName(target)
-		return ok || target == d.naming.DriverSpecFileName()
-	})
-	if err != nil {
-		return n, fmt.Errorf("CDI directory %s: %w", d.dir, err)
+		return ok || target == d.naming.DriverSpecFileName() || target == d.naming.DeviceSpecFileName()
 	}
-	return n, nil
+	var removed int
+	var errs []error
+	for _, dir := range []string{d.stage, d.dir} {
+		n, err := durable.RemoveStaleTempsOf(dir, olderThan, owns)
+		removed += n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("CDI directory %s: %w", dir, err))
+		}
+	}
+	return removed, errors.Join(errs...)
 }
 
 // Dir is the directory's path.
@@ -71,10 +94,24 @@ func (d *SpecDir) Write(claimUID string, spec *specs.Spec) error {
 	if err != nil {
 		return fmt.Errorf("claim %s: encoding the CDI spec: %w", claimUID, err)
 	}
-	if err := durable.WriteFile(d.Path(claimUID), data, specFileMode); err != nil {
+	if err := d.writeFile(d.Path(claimUID), data); err != nil {
 		return fmt.Errorf("claim %s: writing the CDI spec: %w (is the CDI directory %s writable and not full?)", claimUID, err, d.dir)
 	}
 	return nil
+}
+
+// writeFile writes data durably to path, staged in the staging directory;
+// a staging directory that went missing (someone emptied the spec
+// directory) is created again, so that writes never stay failed.
+func (d *SpecDir) writeFile(path string, data []byte) error {
+	err := durable.WriteFileStaged(path, d.stage, data, specFileMode)
+	if errors.Is(err, fs.ErrNotExist) {
+		if mkErr := os.MkdirAll(d.stage, 0o755); mkErr != nil {
+			return errors.Join(err, mkErr)
+		}
+		err = durable.WriteFileStaged(path, d.stage, data, specFileMode)
+	}
+	return err
 }
 
 // DriverSpecPath is the path of the driver-wide spec.
@@ -91,11 +128,16 @@ func (d *SpecDir) DriverSpecPath() string {
 // WriteFile), so that a reader sees the old or the new spec, never a
 // partial one. It reports whether it wrote the file.
 func (d *SpecDir) WriteDriverSpec(spec *specs.Spec) (written bool, err error) {
+	return d.writeShared(d.DriverSpecPath(), "driver-wide", spec)
+}
+
+// writeShared is WriteDriverSpec for the spec file at path; what names the
+// spec in errors.
+func (d *SpecDir) writeShared(path, what string, spec *specs.Spec) (written bool, err error) {
 	data, err := json.Marshal(spec)
 	if err != nil {
-		return false, fmt.Errorf("encoding the driver-wide CDI spec: %w", err)
+		return false, fmt.Errorf("encoding the %s CDI spec: %w", what, err)
 	}
-	path := d.DriverSpecPath()
 	if info, err := os.Lstat(path); err == nil && info.Mode().IsRegular() && info.Mode().Perm() == specFileMode {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 			// A crash may have come between the rename of the write that
@@ -106,10 +148,55 @@ func (d *SpecDir) WriteDriverSpec(spec *specs.Spec) (written bool, err error) {
 			return false, nil
 		}
 	}
-	if err := durable.WriteFile(path, data, specFileMode); err != nil {
-		return false, fmt.Errorf("writing the driver-wide CDI spec: %w (is the CDI directory %s writable and not full?)", err, d.dir)
+	if err := d.writeFile(path, data); err != nil {
+		return false, fmt.Errorf("writing the %s CDI spec: %w (is the CDI directory %s writable and not full?)", what, err, d.dir)
 	}
 	return true, nil
+}
+
+// ensureShared is EnsureDriverSpec for the spec file at path.
+func (d *SpecDir) ensureShared(path, what string, spec *specs.Spec) error {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("checking the %s CDI spec: %w", what, err)
+	}
+	_, err = d.writeShared(path, what, spec)
+	return err
+}
+
+// DeviceSpecPath is the path of the static device spec.
+func (d *SpecDir) DeviceSpecPath() string {
+	return filepath.Join(d.dir, d.naming.DeviceSpecFileName())
+}
+
+// WriteDeviceSpec makes the static device spec file hold spec (see
+// DeviceSpec), as WriteDriverSpec does for the driver-wide spec: unchanged
+// content is left in place, with no file event. A nil spec (a node with no
+// device to put there) removes the file, durably. It reports whether it
+// changed the file.
+func (d *SpecDir) WriteDeviceSpec(spec *specs.Spec) (changed bool, err error) {
+	if spec == nil {
+		path := d.DeviceSpecPath()
+		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err := durable.Remove(path); err != nil {
+			return false, fmt.Errorf("removing the static device CDI spec: %w", err)
+		}
+		return true, nil
+	}
+	return d.writeShared(d.DeviceSpecPath(), "static device", spec)
+}
+
+// EnsureDeviceSpec writes spec as the static device spec (durably, as
+// WriteDeviceSpec) if the file is missing, and only then: it costs one stat
+// when the file exists. Callers run it before they return the IDs of
+// Naming.StaticDeviceIDs, so that none is handed out without it.
+func (d *SpecDir) EnsureDeviceSpec(spec *specs.Spec) error {
+	return d.ensureShared(d.DeviceSpecPath(), "static device", spec)
 }
 
 // EnsureDriverSpec writes spec as the driver-wide spec (durably, as
@@ -117,15 +204,7 @@ func (d *SpecDir) WriteDriverSpec(spec *specs.Spec) (written bool, err error) {
 // when the file exists. Callers run it before they write a claim spec that
 // references the driver-wide spec, so that none exists without it.
 func (d *SpecDir) EnsureDriverSpec(spec *specs.Spec) error {
-	_, err := os.Lstat(d.DriverSpecPath())
-	switch {
-	case err == nil:
-		return nil
-	case !errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("checking the driver-wide CDI spec: %w", err)
-	}
-	_, err = d.WriteDriverSpec(spec)
-	return err
+	return d.ensureShared(d.DriverSpecPath(), "driver-wide", spec)
 }
 
 // Exists tells whether claimUID has a spec file.

@@ -106,7 +106,14 @@ func (s *State) Reconcile(ctx context.Context) ReconcileReport {
 					report.SharingReapplied++
 				}
 			}
-			exists, err := s.opts.Specs.Exists(uid)
+			var exists bool
+			var err error
+			if s.needsClaimSpec(rec) {
+				exists, err = s.opts.Specs.Exists(uid)
+			} else {
+				// No spec of its own; the specs it references exist.
+				exists, err = true, s.ensureStaticSpecs()
+			}
 			if err == nil && !exists {
 				if err = s.ensureSpec(ctx, pc); err == nil {
 					report.SpecsRecreated++

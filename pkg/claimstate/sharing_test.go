@@ -412,6 +412,9 @@ func readSpec(t *testing.T, path string) *specs.Spec {
 // editsSource is the env's EditsSource: the MIG-aware edits of newMIGEnv,
 // else the fake GPU edits.
 func (e *env) editsSource() EditsSource {
+	if e.editsOverride != nil {
+		return e.editsOverride
+	}
 	if e.migEdits != nil {
 		return e.migEdits
 	}

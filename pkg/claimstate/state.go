@@ -92,6 +92,18 @@ type Options struct {
 	// option off) a self-contained spec, so that its recorded IDs stay
 	// complete.
 	UseDriverSpec bool
+	// DeviceSpec is the static device spec (StaticDeviceSpec), which the
+	// caller writes into Specs before New (SpecDir.WriteDeviceSpec); nil
+	// for none. With UseDriverSpec, a newly prepared claim all of whose
+	// devices are in it and have nothing of the claim's own (no config
+	// with container edits or node settings, no share with limits, no
+	// dynamic MIG device) gets no spec at all: its devices get the IDs
+	// Naming.StaticDeviceIDs, and its prepare and unprepare write only its
+	// record, causing no event in the CDI directory. Such a claim keeps
+	// that format for as long as it is recorded (its recorded IDs tell it);
+	// the State makes sure that the driver-wide and device specs exist
+	// (EnsureDriverSpec, EnsureDeviceSpec) before it returns those IDs.
+	DeviceSpec *specs.Spec
 	// Checkpoints stores the prepared claims.
 	Checkpoints *checkpoint.Store
 	// BootID identifies the current boot (checkpoint.ReadBootID).
@@ -133,6 +145,8 @@ type State struct {
 	claims *keyedMutex
 	// driverSpec is the driver-wide spec, built once from Edits.Common().
 	driverSpec func() (*specs.Spec, error)
+	// staticDevices names the devices of Options.DeviceSpec.
+	staticDevices map[string]bool
 
 	mu sync.Mutex
 	// prepared holds the prepared claims by UID.
@@ -200,6 +214,12 @@ func New(ctx context.Context, opts Options) (*State, []checkpoint.LoadError, err
 		undone:    map[string]bool{},
 	}
 	s.driverSpec = sync.OnceValues(func() (*specs.Spec, error) { return cdi.DriverSpec(opts.Naming, opts.Edits.Common()) })
+	if opts.DeviceSpec != nil && opts.UseDriverSpec {
+		s.staticDevices = make(map[string]bool, len(opts.DeviceSpec.Devices))
+		for _, d := range opts.DeviceSpec.Devices {
+			s.staticDevices[d.Name] = true
+		}
+	}
 	records, loadErrs, err := opts.Checkpoints.List()
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the claim checkpoint: %w", err)
@@ -385,6 +405,13 @@ func (s *State) persist(ctx context.Context, pc *preparedClaim) error {
 	if err := s.useWhole(ctx, rec); err != nil {
 		return err
 	}
+	if !s.needsClaimSpec(rec) {
+		// Nothing of the claim's own: the record is all there is to write.
+		if err := s.ensureStaticSpecs(); err != nil {
+			return err
+		}
+		return s.opts.Checkpoints.Put(rec)
+	}
 	if dynamic := hasDynamicMIG(rec); dynamic || sharing.UsesSharing(pc.sharing) {
 		// With dynamic MIG devices this first record is their intent.
 		if err := s.opts.Checkpoints.Put(rec); err != nil {
@@ -488,7 +515,12 @@ func (s *State) Unprepare(ctx context.Context, namespace, name string, claimUID 
 // caller holds the claim's lock.
 func (s *State) unprepareLocked(ctx context.Context, pc *preparedClaim) error {
 	rec := pc.rec
-	if pc.configErr == nil && !sharing.UsesSharing(pc.sharing) && !hasDynamicMIG(rec) {
+	if pc.configErr == nil && !s.needsClaimSpec(rec) {
+		// No spec, nothing to undo: the record is all there is to remove.
+		if err := s.opts.Checkpoints.Delete(rec.ClaimUID); err != nil {
+			return fmt.Errorf("removing the claim from the checkpoint: %w", err)
+		}
+	} else if pc.configErr == nil && !sharing.UsesSharing(pc.sharing) && !hasDynamicMIG(rec) {
 		// Nothing to undo between the two removals: they run at once.
 		specErr := make(chan error, 1)
 		go func() { specErr <- s.opts.Specs.Remove(rec.ClaimUID) }()
@@ -623,11 +655,6 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 			pd.MIG = migIntent(dev)
 		}
 		pd.ShareID, pd.Share = s.shareOf(r, dev)
-		if s.opts.UseDriverSpec {
-			pd.CDIDeviceIDs = s.opts.Naming.DeviceIDs(string(claim.UID), r.Device)
-		} else {
-			pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), r.Device)}
-		}
 		sd := s.sharingDevice(pd)
 		if eff, ok := configs[i]; ok && eff.Config != nil {
 			raw, err := json.Marshal(eff.Config)
@@ -651,7 +678,65 @@ func (s *State) devicesFor(claim *resourceapi.ResourceClaim, ref string) ([]chec
 	if err := checkOneShareEach(out, ref); err != nil {
 		return nil, nil, err
 	}
+	static := s.staticDevices != nil && !sharing.UsesSharing(sharing.Claim{Devices: shared})
+	for i := range out {
+		static = static && s.staticDevices[out[i].Device] && out[i].MIG == nil && out[i].Share == nil && !hasSharingConfig(shared[i].Config)
+	}
+	for i := range out {
+		pd := &out[i]
+		switch {
+		case static:
+			pd.CDIDeviceIDs = s.opts.Naming.StaticDeviceIDs(pd.Device)
+		case s.opts.UseDriverSpec:
+			pd.CDIDeviceIDs = s.opts.Naming.DeviceIDs(string(claim.UID), pd.Device)
+		default:
+			pd.CDIDeviceIDs = []string{s.opts.Naming.DeviceID(string(claim.UID), pd.Device)}
+		}
+	}
 	return out, shared, nil
+}
+
+// hasSharingConfig tells whether c asks for any sharing strategy, which a
+// device of the static device spec cannot carry.
+func hasSharingConfig(c configapi.Config) bool {
+	switch c := c.(type) {
+	case *configapi.GpuConfig:
+		return c != nil && c.Sharing != nil
+	case *configapi.MigDeviceConfig:
+		return c != nil && c.Sharing != nil
+	case nil:
+		return false
+	}
+	return true
+}
+
+// needsClaimSpec tells whether the claim of rec has a spec of its own: a
+// claim prepared with Naming.StaticDeviceIDs has none.
+func (s *State) needsClaimSpec(rec *checkpoint.ClaimRecord) bool {
+	for _, d := range rec.Devices {
+		if s.opts.Naming.NeedsClaimSpec(d.CDIDeviceIDs) {
+			return true
+		}
+	}
+	return len(rec.Devices) == 0
+}
+
+// ensureStaticSpecs makes sure that the driver-wide and static device specs
+// exist, writing a missing one (a wiped CDI directory), before the IDs of
+// Naming.StaticDeviceIDs are handed out or reported prepared. Without a
+// device spec it fails: such IDs come only from the specs New was given.
+func (s *State) ensureStaticSpecs() error {
+	if s.opts.DeviceSpec == nil {
+		return errors.New("the claim was prepared with the static device CDI spec, but the plugin has none: restart the plugin so that it writes it")
+	}
+	driverSpec, err := s.driverSpec()
+	if err != nil {
+		return err
+	}
+	if err := s.opts.Specs.EnsureDriverSpec(driverSpec); err != nil {
+		return err
+	}
+	return s.opts.Specs.EnsureDeviceSpec(s.opts.DeviceSpec)
 }
 
 // buildSpec applies the claim's sharing settings (idempotent) and assembles
@@ -714,6 +799,9 @@ func (s *State) buildSpec(ctx context.Context, pc *preparedClaim) (*specs.Spec, 
 // ensureSpec re-creates the claim's spec when it went missing, applying
 // the claim's sharing settings again (a reboot wipes them with the spec).
 func (s *State) ensureSpec(ctx context.Context, pc *preparedClaim) error {
+	if !s.needsClaimSpec(pc.rec) {
+		return s.ensureStaticSpecs()
+	}
 	ok, err := s.opts.Specs.Exists(pc.rec.ClaimUID)
 	if err != nil || ok {
 		return err

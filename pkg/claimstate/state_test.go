@@ -87,6 +87,11 @@ type env struct {
 	// selfContained turns Options.UseDriverSpec off: claims get the specs
 	// of plugins from before the driver-wide spec.
 	selfContained bool
+	// staticDevices writes the static device spec and passes it
+	// (Options.DeviceSpec), as the plugin does.
+	staticDevices bool
+	// editsOverride, when set, is the State's EditsSource.
+	editsOverride EditsSource
 }
 
 func newEnv(t testing.TB) *env {
@@ -132,7 +137,18 @@ func (e *env) restart() {
 	if set == nil {
 		set = devices.FromInventory(e.inv)
 	}
+	var deviceSpec *specs.Spec
+	if e.staticDevices {
+		// A device left out (errors) is what some tests check.
+		if deviceSpec, _, err = StaticDeviceSpec(naming, set, e.editsSource()); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := specDir.WriteDeviceSpec(deviceSpec); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	opts := Options{
+		DeviceSpec: deviceSpec,
 		DriverName: driverName, PoolName: nodeName, Devices: set, Edits: e.editsSource(),
 		Specs: specDir, Naming: naming, UseDriverSpec: !e.selfContained, Checkpoints: store, BootID: e.bootID, Sharing: e.sharing, Now: e.now, MIG: e.mig, ComputeShares: e.computeShares,
 	}
@@ -190,6 +206,9 @@ func (e *env) claimSpecFiles() []string {
 	var names []string
 	haveDriverSpec := false
 	for _, en := range entries {
+		if en.IsDir() || en.Name() == cdi.NewNaming(driverName).DeviceSpecFileName() {
+			continue // the staging directory, the static device spec
+		}
 		if en.Name() == driverSpec {
 			haveDriverSpec = true
 		} else {

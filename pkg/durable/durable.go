@@ -58,7 +58,7 @@ const (
 //     calling WriteFile again with the same data is always safe.
 //
 // Steps: create a temporary file in the directory of path (see the package
-// documentation for its name), write data, chmod to perm, fsync, close,
+// documentation for its name; WriteFileStaged chooses another directory), write data, chmod to perm, fsync, close,
 // rename over path, fsync the directory. If path is a symbolic link, the link
 // itself is replaced, not its target.
 //
@@ -66,7 +66,20 @@ const (
 // temporary file and the last rename wins; readers see one complete version.
 // The returned error names the failed step and path, and wraps the
 // underlying error (errors.Is(err, fs.ErrNotExist) etc. work).
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return WriteFileStaged(path, "", data, perm)
+}
+
+// WriteFileStaged is WriteFile with the temporary file created in
+// stageDir instead of the directory of path ("" stages there, as
+// WriteFile). stageDir must be on the file system of path, so that the
+// final rename is atomic; a typical choice is a subdirectory of path's
+// directory, whose entries a watcher of that directory (inotify watches do
+// not recurse) never sees: the only event there is then the rename's. A
+// stageDir on another file system fails the write at the rename, with the
+// temporary file removed and path untouched. The contract is WriteFile's;
+// a crash may leave a temporary file in stageDir (RemoveStaleTemps).
+func WriteFileStaged(path, stageDir string, data []byte, perm os.FileMode) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -74,8 +87,11 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if base == "" {
 		return stepError("write", path, "check path", errors.New("path names a directory"))
 	}
+	if stageDir == "" {
+		stageDir = dir
+	}
 
-	f, tmp, err := createTemp(dir, base)
+	f, tmp, err := createTemp(stageDir, base)
 	if err != nil {
 		return stepError("write", path, "create temporary file", err)
 	}

@@ -70,6 +70,20 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 		return nil, nil, fmt.Errorf("CDI root %s: %w", cfg.Node.CDIRoot, err)
 	}
 	logger.V(2).Info("Driver-wide CDI spec in place", "path", specDir.DriverSpecPath(), "rewritten", written)
+	// The static device spec, likewise: exclusive claims of these devices
+	// are prepared without a spec of their own.
+	deviceSpec, deviceErrs, err := claimstate.StaticDeviceSpec(naming, n.Devices, claimEdits)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, err := range deviceErrs {
+		logger.Error(err, "Claims of this device get a CDI spec of their own")
+	}
+	written, err = specDir.WriteDeviceSpec(deviceSpec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CDI root %s: %w", cfg.Node.CDIRoot, err)
+	}
+	logger.V(2).Info("Static device CDI spec in place", "path", specDir.DeviceSpecPath(), "rewritten", written)
 	mpsManager, err := NewMPSManager(ctx, cfg, n)
 	if err != nil {
 		return nil, nil, fmt.Errorf("MPS sharing: %w", err)
@@ -89,7 +103,7 @@ func openClaimState(ctx context.Context, cfg Config, n *node.Node, m *metrics.Me
 	applier := newSharing(ctx, cfg, n, sharingClaims, mpsApplier(mpsManager), shares)
 	state, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: cfg.DriverName, PoolName: cfg.NodeName, Devices: n.Devices, Edits: claimEdits,
-		Specs: specDir, Naming: naming, UseDriverSpec: true, Checkpoints: store, BootID: bootID, Sharing: applier,
+		Specs: specDir, Naming: naming, UseDriverSpec: true, DeviceSpec: deviceSpec, Checkpoints: store, BootID: bootID, Sharing: applier,
 		LookupClaim: lookupClaim(cfg.KubeClient), OnStaleClaim: staleClaimReporter(cfg.KubeClient, cfg.NodeName, m),
 		MIG: migDevices, ComputeShares: int64(cfg.ConsumableCapacity.Shares),
 	})

@@ -738,6 +738,18 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 			case durable.IsTemp(name):
 				temps++
 			case expected[filepath.Join(dir, name)]:
+			case dir == d.CDI && e.IsDir() && name == cdi.NewNaming(driverName).StagingDirName():
+				// The spec writes' staging directory: temporary files only.
+				staged, err := os.ReadDir(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range staged {
+					if !durable.IsTemp(f.Name()) {
+						t.Errorf("kill %d: unexpected file %s in the staging directory %s", round, f.Name(), name)
+					}
+					temps++
+				}
 			default:
 				t.Errorf("kill %d: unexpected file %s in %s", round, name, dir)
 			}

@@ -296,11 +296,17 @@ current-context: c
 	}
 }
 
+// timeSlicingConfig gives a claim settings of its own, so that its prepare
+// writes a claim spec.
+const timeSlicingConfig = `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"TimeSlicing"}}`
+
 // TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly: a read-only CDI
 // directory (a read-only bind mount; as root, file modes do not stop
-// writes) makes prepares fail with an error that names the claim and the
-// directory, leaves no temporary file and no checkpoint record, and the
-// plugin recovers once the directory is writable again.
+// writes) makes the prepares of claims that need a spec of their own fail
+// with an error that names the claim and the directory, leaves no
+// temporary file and no checkpoint record, and the plugin recovers once the
+// directory is writable again. Exclusive claims without settings of their
+// own write nothing there and are prepared all along.
 func TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly(t *testing.T) {
 	h := newHarness(t)
 	kept := h.createClaim("kept", "gpu-0")
@@ -323,11 +329,13 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsReadOnly(t *testing.T) {
 	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
 		t.Skipf("cannot remount read-only: %v", err)
 	}
-	c := h.createClaim("ro", "gpu-1")
+	c := h.store(withConfig(allocated("ro", "uid-ro", "gpu-1"), driverName, timeSlicingConfig))
 	prepare(t, h, c, "read-only file system")
-	assertNothingLeft(t, h, c.UID, "kept", "k8s.gpu.nvidia.com-driver.json")
-	// The claim prepared before still serves its pods.
+	assertNothingLeft(t, h, c.UID, "kept", "k8s.gpu.nvidia.com-driver.json", "k8s.gpu.nvidia.com-device.json")
+	// The claim prepared before still serves its pods, and an exclusive
+	// claim is prepared.
 	prepare(t, h, kept, "")
+	prepare(t, h, h.createClaim("plain", "gpu-2"), "")
 
 	unmount()
 	prepare(t, h, c, "")
@@ -387,9 +395,9 @@ func TestPrepareFailsCleanlyWhenTheCDIDirIsFull(t *testing.T) {
 		}
 	}
 	_ = f.Close()
-	c := h.createClaim("full", "gpu-1")
+	c := h.store(withConfig(allocated("full", "uid-full", "gpu-1"), driverName, timeSlicingConfig))
 	prepare(t, h, c, "no space left on device")
-	assertNothingLeft(t, h, c.UID, "kept", "filler", "k8s.gpu.nvidia.com-driver.json")
+	assertNothingLeft(t, h, c.UID, "kept", "filler", "k8s.gpu.nvidia.com-driver.json", "k8s.gpu.nvidia.com-device.json")
 	prepare(t, h, kept, "")
 
 	if err := os.Remove(filler); err != nil {
@@ -434,6 +442,14 @@ func assertNothingLeft(t *testing.T, h *harness, failed types.UID, keep ...strin
 		t.Fatal(err)
 	}
 	for _, e := range entries {
+		if e.IsDir() {
+			// The staging directory: no temporary file may stay there.
+			staged, err := os.ReadDir(filepath.Join(h.cfg.Node.CDIRoot, e.Name()))
+			if err != nil || len(staged) != 0 {
+				t.Errorf("left in the CDI staging directory after the failed prepare: %v %v", names(staged), err)
+			}
+			continue
+		}
 		ok := false
 		for _, k := range keep {
 			if e.Name() == k || strings.Contains(e.Name(), "uid-"+k) {

@@ -27,6 +27,7 @@ import (
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
+	cdispecs "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/mockmachine"
@@ -135,7 +136,8 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 			t.Fatalf("claim %s: %+v", c.Name, r)
 		}
 		for _, d := range r.Devices {
-			want := []string{"k8s.gpu.nvidia.com/driver=common", fmt.Sprintf("k8s.gpu.nvidia.com/claim=%s-%s", c.UID, d.DeviceName)}
+			// Exclusive claims without config: no spec of their own.
+			want := []string{"k8s.gpu.nvidia.com/driver=common", "k8s.gpu.nvidia.com/device=" + d.DeviceName}
 			if !slices.Equal(d.CdiDeviceIds, want) || d.PoolName != nodeName {
 				t.Errorf("claim %s device %+v, want CDI IDs %v", c.Name, d, want)
 			}
@@ -195,8 +197,8 @@ func TestKubeletDrivesPrepareAndUnprepareOverGRPC(t *testing.T) {
 			t.Errorf("unprepare %s: %s", uid, r.Error)
 		}
 	}
-	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 1 || entries[0].Name() != "k8s.gpu.nvidia.com-driver.json" {
-		t.Errorf("specs left after unprepare: %v, want only the driver-wide one", names(entries))
+	if files := specFiles(t, h.cfg.Node.CDIRoot); !slices.Equal(files, []string{"k8s.gpu.nvidia.com-device.json", "k8s.gpu.nvidia.com-driver.json"}) {
+		t.Errorf("specs left after unprepare: %v, want only the static device and driver-wide ones", files)
 	}
 
 	// gpu-0 is free again for the claim that clashed.
@@ -281,8 +283,8 @@ func TestRestartKeepsPreparedClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
-	if entries, _ := os.ReadDir(h.cfg.Node.CDIRoot); len(entries) != 2 {
-		t.Errorf("start-up did not re-create the driver-wide spec and the claim's: %v", names(entries))
+	if files := specFiles(t, h.cfg.Node.CDIRoot); !slices.Equal(files, []string{"k8s.gpu.nvidia.com-device.json", "k8s.gpu.nvidia.com-driver.json"}) {
+		t.Errorf("start-up did not re-create the static device and driver-wide specs (the claim has none of its own): %v", files)
 	}
 	other := h.createClaim("other", "gpu-4")
 	resp, err = h.draClient().NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c), ref(other)}})
@@ -327,6 +329,23 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// specFiles lists the regular files of a CDI directory, sorted (without
+// the staging directory).
+func specFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 func names(entries []os.DirEntry) []string {
@@ -385,16 +404,24 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 	if err != nil || resp.Claims[string(c.UID)].Error != "" {
 		t.Fatalf("%v %+v", err, resp)
 	}
-	spec, err := cdiapi.ReadSpec(filepath.Join(cfg.Node.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-mock.json"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var hostPaths []string
-	for _, m := range spec.ContainerEdits.Mounts {
-		hostPaths = append(hostPaths, m.HostPath)
-	}
-	for _, n := range append(spec.ContainerEdits.DeviceNodes, spec.Devices[0].ContainerEdits.DeviceNodes...) {
-		hostPaths = append(hostPaths, n.HostPath)
+	var hooks []*cdispecs.Hook
+	for _, file := range []string{"k8s.gpu.nvidia.com-driver.json", "k8s.gpu.nvidia.com-device.json"} {
+		spec, err := cdiapi.ReadSpec(filepath.Join(cfg.Node.CDIRoot, file), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hooks = append(hooks, spec.ContainerEdits.Hooks...)
+		for _, m := range spec.ContainerEdits.Mounts {
+			hostPaths = append(hostPaths, m.HostPath)
+		}
+		nodes := spec.ContainerEdits.DeviceNodes
+		if d := spec.GetDevice("gpu-7"); d != nil {
+			nodes = append(nodes, d.ContainerEdits.DeviceNodes...)
+		}
+		for _, n := range nodes {
+			hostPaths = append(hostPaths, n.HostPath)
+		}
 	}
 	for _, hp := range hostPaths {
 		if !strings.HasPrefix(hp, cfg.Node.MockHostRoot+"/") {
@@ -404,7 +431,10 @@ func TestMockHostModeLaysOutDriverAndInstallsHook(t *testing.T) {
 			t.Errorf("spec names a host path that does not exist: %v", err)
 		}
 	}
-	for _, hk := range spec.ContainerEdits.Hooks {
+	if len(hooks) == 0 {
+		t.Error("the driver-wide spec has no hook")
+	}
+	for _, hk := range hooks {
 		if hk.Path != cfg.Node.HookPath {
 			t.Errorf("hook path %s, want the installed %s", hk.Path, cfg.Node.HookPath)
 		}

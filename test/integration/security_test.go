@@ -19,7 +19,8 @@ func TestFileAndSocketModesIgnoreTheUmask(t *testing.T) {
 	old := syscall.Umask(0)
 	t.Cleanup(func() { syscall.Umask(old) })
 	h := newHarness(t)
-	c := h.createClaim("modes", "gpu-2")
+	// A claim with settings of its own, so that it has a claim spec.
+	c := h.store(withConfig(allocated("modes", "uid-modes", "gpu-2"), driverName, timeSlicingConfig))
 	resp, err := h.draClient().NodePrepareResources(h.ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c)}})
 	if err != nil || resp.Claims[string(c.UID)].Error != "" {
 		t.Fatalf("%v %+v", err, resp)
@@ -30,7 +31,10 @@ func TestFileAndSocketModesIgnoreTheUmask(t *testing.T) {
 		want os.FileMode // exact permission bits; 0 for sockets (see below)
 	}{
 		{filepath.Join(h.cfg.Node.CDIRoot, "k8s.gpu.nvidia.com-claim_uid-modes.json"), 0o644},
+		{filepath.Join(h.cfg.Node.CDIRoot, "k8s.gpu.nvidia.com-device.json"), 0o644},
+		{filepath.Join(h.cfg.Node.CDIRoot, "k8s.gpu.nvidia.com-driver.json"), 0o644},
 		{h.cfg.Node.CDIRoot, 0o755},
+		{filepath.Join(h.cfg.Node.CDIRoot, ".k8s.gpu.nvidia.com.staging"), 0o755},
 		{filepath.Join(data, "claims"), 0o750},
 		{filepath.Join(data, "claims", "uid-modes.json"), 0o600},
 		{filepath.Join(data, "dra.sock"), 0},

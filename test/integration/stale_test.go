@@ -100,12 +100,12 @@ func TestClaimsGoneFromTheAPIDoNotWedgeGPUs(t *testing.T) {
 	if got := h.plugin.State().PreparedClaims(); !slices.Equal(got, []string{string(fresh.UID)}) {
 		t.Errorf("prepared claims %v, want fresh's", got)
 	}
-	for _, dir := range []string{h.cfg.Node.CDIRoot, filepath.Join(h.cfg.PluginDataDir(), "claims")} {
-		entries, _ := os.ReadDir(dir)
-		entries = slices.DeleteFunc(entries, func(e os.DirEntry) bool { return e.Name() == "k8s.gpu.nvidia.com-driver.json" })
-		if len(entries) != 1 || !strings.Contains(entries[0].Name(), string(fresh.UID)) {
-			t.Errorf("%s holds %v, want only fresh's file", dir, names(entries))
-		}
+	if entries, _ := os.ReadDir(filepath.Join(h.cfg.PluginDataDir(), "claims")); len(entries) != 1 || !strings.Contains(entries[0].Name(), string(fresh.UID)) {
+		t.Errorf("the checkpoint holds %v, want only fresh's record", names(entries))
+	}
+	// Exclusive claims have no spec of their own: none is left.
+	if files := specFiles(t, h.cfg.Node.CDIRoot); !slices.Equal(files, []string{"k8s.gpu.nvidia.com-device.json", "k8s.gpu.nvidia.com-driver.json"}) {
+		t.Errorf("%s holds %v, want only the static device and driver-wide specs", h.cfg.Node.CDIRoot, files)
 	}
 	body = get(t, "http://"+h.plugin.MetricsAddr().String()+"/metrics")
 	if !strings.Contains(body, `gpudra_stale_claims_removed_total{trigger="sweep"} 7`) {
