@@ -6,11 +6,13 @@
 package inventory
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"k8s.io/klog/v2"
 )
 
 // Device is one full GPU as NVML reports it.
@@ -39,6 +41,26 @@ type Device struct {
 	// MIGEnabled tells whether the GPU is in MIG mode: it is then used
 	// through its MIG devices (Inventory.MIGDevices), never as a whole.
 	MIGEnabled bool
+	// NUMANode is the NUMA node of the GPU's PCI device, meaningful only
+	// when HasNUMANode: DiscoverOptions.NUMANode resolved it (the host's
+	// sysfs for real GPUs, the mock machine's layout for mock ones). A GPU
+	// without NUMA affinity (sysfs numa_node -1), whose sysfs entry is
+	// missing, or discovered without a resolver has HasNUMANode false.
+	NUMANode    int
+	HasNUMANode bool
+	// AddressingMode is how the GPU addresses system memory, as NVML's
+	// nvmlDeviceGetAddressingMode reports it: "HMM", "ATS" or "None"
+	// (supported, neither active); "" when NVML does not report it (an
+	// NVML without the call, NOT_SUPPORTED, or a failed query).
+	AddressingMode string
+	// Fabric is the GPU's place in an NVLink fabric (nvmlDeviceGetGpuFabricInfo);
+	// the zero value when the GPU is in none, see Fabric.
+	Fabric Fabric
+	// ModuleID is the GPU module's ID on its baseboard
+	// (nvmlDeviceGetModuleId), e.g. 1-8 on an HGX board; 0 when NVML
+	// reports none (not a baseboard product, an NVML without the call, a
+	// failed query).
+	ModuleID int
 }
 
 // UnusableDevice is a GPU that NVML enumerates but cannot describe: a call
@@ -133,7 +155,18 @@ func (inv *Inventory) UUIDs() []string {
 // failed call for it, or for its MIG devices) does not: it goes to
 // Inventory.Unusable, with what NVML could read of it, and the other GPUs
 // are discovered as usual.
+//
+// Discover is DiscoverWith without options: no NUMA node is resolved, and
+// the GPUs' optional queries (see DiscoverWith) log to klog's global logger.
 func Discover(lib nvml.Interface) (*Inventory, error) {
+	return DiscoverWith(context.Background(), lib, DiscoverOptions{})
+}
+
+// DiscoverWith is Discover with options; the optional queries of each usable
+// GPU (NUMA node, addressing mode, NVLink fabric, module ID; see topology.go)
+// log through ctx's logger when they fail, and never make a GPU unusable.
+func DiscoverWith(ctx context.Context, lib nvml.Interface, opts DiscoverOptions) (*Inventory, error) {
+	logger := klog.FromContext(ctx)
 	driverVersion, ret := lib.SystemGetDriverVersion()
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("reading the driver version from NVML: %s", nvml.ErrorString(ret))
@@ -165,6 +198,7 @@ func Discover(lib nvml.Interface) (*Inventory, error) {
 				ProductName: d.ProductName, Err: err})
 			continue
 		}
+		describeTopology(klog.LoggerWithValues(logger, "gpu", d.Index, "uuid", d.UUID), lib, h, &d, opts)
 		inv.Devices = append(inv.Devices, d)
 	}
 	return inv, nil

@@ -48,6 +48,11 @@ var faultCalls = map[string]func(d *server.Device, ret nvml.Return){
 	"memory": func(d *server.Device, ret nvml.Return) {
 		d.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{}, ret }
 	},
+	// The NVLink fabric query: the GPU is then published without its
+	// fabric attributes, and stays usable.
+	"fabric": func(d *server.Device, ret nvml.Return) {
+		d.GetGpuFabricInfoFunc = func() (nvml.GpuFabricInfo, nvml.Return) { return nvml.GpuFabricInfo{}, ret }
+	},
 	// The MIG devices of a GPU in MIG mode.
 	"mig": func(d *server.Device, ret nvml.Return) {
 		d.GetMaxMigDeviceCountFunc = func() (int, nvml.Return) { return 0, ret }

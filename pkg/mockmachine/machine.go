@@ -43,7 +43,8 @@ func Names() []string {
 // report no PCI bus ID; New makes both deterministic from (machine, seed,
 // index) so that a restarted plugin sees the same devices, and fills in
 // the NVML calls that the driver and nvcdi make but the servers leave
-// unset. Every GPU gets real MIG profile tables and the MIG instance
+// unset, the topology calls among them (NUMA node, module ID, NVLink
+// fabric, addressing mode: see topology.go). Every GPU gets real MIG profile tables and the MIG instance
 // lifecycle of a real GPU (see installMIGLifecycle); WithMIGState keeps
 // its state across restarts.
 func New(machine, seed string, opts ...Option) (*server.Server, error) {
@@ -63,6 +64,7 @@ func New(machine, seed string, opts ...Option) (*server.Server, error) {
 			return nil, fmt.Errorf("mock machine %q: device %d has unexpected type %T", machine, i, h)
 		}
 		completeMockDevice(d, mockUUID(machine, seed, i), mockBusID(i))
+		installTopology(d, base, seed, i, len(s.Devices))
 	}
 	m, err := installMIGLifecycle(s, machine, seed)
 	if err != nil {
@@ -99,7 +101,6 @@ func completeMockDevice(d *server.Device, uuid, busID string) {
 		return info, nvml.SUCCESS
 	}
 	d.IsMigDeviceHandleFunc = func() (bool, nvml.Return) { return false, nvml.SUCCESS }
-	d.GetNumaNodeIdFunc = func() (int, nvml.Return) { return d.Minor / 4, nvml.SUCCESS }
 }
 
 func mockUUID(machine, seed string, index int) string {

@@ -41,6 +41,11 @@ type Backend interface {
 	// resourceslice.PCIeRootResolver); nil when the bus IDs are invented
 	// and may name unrelated devices of the host.
 	PCIeRoot(sysfsRoot string) func(busID string) (string, error)
+	// NUMANode resolves a GPU's bus ID to its NUMA node for discovery
+	// (inventory.DiscoverOptions.NUMANode): through the host's sysfs at
+	// sysfsRoot (inventory.SysfsNUMANode), or, for a mock machine, through
+	// its own layout (mockmachine.NUMANodes; after Open).
+	NUMANode(sysfsRoot string) func(busID string) (int, error)
 	// MIGCaps returns the capability minors of inv's MIG devices, read
 	// under driverRoot where the driver keeps them (mock host root) or
 	// from the kernel (/proc/driver/nvidia-caps/mig-minors).
@@ -104,6 +109,10 @@ func (realBackend) PCIeRoot(sysfsRoot string) func(string) (string, error) {
 	return resourceslice.PCIeRootResolver(sysfsRoot)
 }
 
+func (realBackend) NUMANode(sysfsRoot string) func(string) (int, error) {
+	return inventory.SysfsNUMANode(sysfsRoot)
+}
+
 func (realBackend) MIGCaps(*inventory.Inventory, string) (cdi.MIGCaps, error) {
 	return cdi.ReadMIGCaps(cdi.MIGMinorsPath)
 }
@@ -132,6 +141,7 @@ type mockBackend struct {
 	// there is none; set before Open (see Open in node.go).
 	mockHostRoot string
 	events       *mockmachine.Events // set by Open
+	machineNUMA  func(string) (int, error)
 }
 
 // mockTimeSliceFile is the mock time-slice state of a plugin without a mock
@@ -165,6 +175,7 @@ func (b *mockBackend) Open(driverRoot string) (nvml.Interface, error) {
 		return nil, err
 	}
 	b.events = ev
+	b.machineNUMA = mockmachine.NUMANodes(s)
 	return s, nil
 }
 
@@ -172,6 +183,10 @@ func (b *mockBackend) Open(driverRoot string) (nvml.Interface, error) {
 func (b *mockBackend) Events() *mockmachine.Events { return b.events }
 
 func (b *mockBackend) PCIeRoot(string) func(string) (string, error) { return nil }
+
+// NUMANode is the mock machine's layout (nil before Open): the host's sysfs
+// knows nothing of its bus IDs.
+func (b *mockBackend) NUMANode(string) func(string) (int, error) { return b.machineNUMA }
 
 func (b *mockBackend) MIGCaps(inv *inventory.Inventory, mockHostRoot string) (cdi.MIGCaps, error) {
 	if mockHostRoot != "" {

@@ -111,7 +111,7 @@ func Open(ctx context.Context, f Flags, opts Options) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
-	if n.Inventory, err = inventory.Discover(lib); err != nil {
+	if n.Inventory, err = inventory.DiscoverWith(ctx, lib, inventory.DiscoverOptions{NUMANode: b.NUMANode(roots.SysfsRoot)}); err != nil {
 		return nil, fmt.Errorf("discovering GPUs: %w", err)
 	}
 	for _, u := range n.Inventory.Unusable {

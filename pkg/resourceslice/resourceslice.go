@@ -31,7 +31,14 @@
 //	migCapable                       bool
 //	resource.kubernetes.io/pciBusID  string   "0000:18:00.0", only when known
 //	resource.kubernetes.io/pcieRoot  string   "pci0000:00", only when resolvable
+//	resource.kubernetes.io/numaNode  int      0, only when the host reports one
+//	addressingMode                   string   "HMM", "ATS" or "None", only when NVML reports it
+//	gpuModuleID                      int      1-8 on an HGX board, only when NVML reports one
+//	clusterUUID                      string   NVLink cluster UUID, only in a registered NVLink fabric
+//	cliqueID                         string   "<clusterUUID>.<clique>", the NVLink domain, with clusterUUID
 //
+// (the topology attributes: see topology.go; every device of a GPU,
+// MIG devices and partitions included, has its GPU's)
 // and one capacity, memory, the framebuffer size in bytes (a binary-SI
 // quantity such as "80Gi").
 //
@@ -257,7 +264,7 @@ type driverVersions struct {
 
 // gpuAttributes returns the attributes of the full GPU g, type "gpu".
 func gpuAttributes(g inventory.Device, v driverVersions, opts Options) map[resourceapi.QualifiedName]resourceapi.DeviceAttribute {
-	attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 13)
+	attrs := make(map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, 18)
 	putString(attrs, AttrType, string(devices.KindGPU))
 	putString(attrs, AttrUUID, g.UUID)
 	putString(attrs, AttrProductName, g.ProductName)
@@ -276,6 +283,7 @@ func gpuAttributes(g inventory.Device, v driverVersions, opts Options) map[resou
 	attrs[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptrTo(int64(g.Minor))}
 	attrs[AttrMIGCapable] = resourceapi.DeviceAttribute{BoolValue: ptrTo(g.MIGCapable)}
 	putBusAttributes(attrs, g.PCIBusID, opts)
+	putTopologyAttributes(attrs, g)
 	return attrs
 }
 

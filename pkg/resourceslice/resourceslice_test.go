@@ -182,8 +182,8 @@ func TestDevicesOnMockMachines(t *testing.T) {
 				if got := stringAttr(t, d, "resource.kubernetes.io/pcieRoot"); got != wantRoot {
 					t.Errorf("%s: pcieRoot %q, want %q", d.Name, got, wantRoot)
 				}
-				if len(d.Attributes) != 13 {
-					t.Errorf("%s: %d attributes, want 13: %v", d.Name, len(d.Attributes), d.Attributes)
+				if wantN := 13 + topologyAttributeCount(gpu); len(d.Attributes) != wantN {
+					t.Errorf("%s: %d attributes, want %d: %v", d.Name, len(d.Attributes), wantN, d.Attributes)
 				}
 
 				mem, ok := d.Capacity[CapacityMemory]
