@@ -139,4 +139,42 @@ typedef struct {
 	nvmlComputeInstancePlacement_t placement;
 } nvmlComputeInstanceInfo_t;
 
+/* NVLink fabric (NVML_GPU_FABRIC_UUID_LEN 16). nvmlGpuFabricState_t is an
+ * unsigned char. */
+#define MOCKNVML_GPU_FABRIC_UUID_LEN 16
+
+typedef struct {
+	unsigned char clusterUuid[MOCKNVML_GPU_FABRIC_UUID_LEN];
+	nvmlReturn_t status;
+	unsigned int cliqueId;
+	unsigned char state;
+} nvmlGpuFabricInfo_t;
+
+typedef struct {
+	unsigned int version;
+	unsigned char clusterUuid[MOCKNVML_GPU_FABRIC_UUID_LEN];
+	nvmlReturn_t status;
+	unsigned int cliqueId;
+	unsigned char state;
+	unsigned int healthMask;
+} nvmlGpuFabricInfo_v2_t;
+
+/* nvmlGpuFabricInfoV_t is the v3 layout; v2 callers pass the shorter
+ * nvmlGpuFabricInfo_v2_t, told apart by the version field. */
+typedef struct {
+	unsigned int version;
+	unsigned char clusterUuid[MOCKNVML_GPU_FABRIC_UUID_LEN];
+	nvmlReturn_t status;
+	unsigned int cliqueId;
+	unsigned char state;
+	unsigned int healthMask;
+	unsigned char healthSummary;
+} nvmlGpuFabricInfo_v3_t;
+typedef nvmlGpuFabricInfo_v3_t nvmlGpuFabricInfoV_t;
+
+typedef struct {
+	unsigned int version;
+	unsigned int value; /* nvmlDeviceAddressingModeType_t */
+} nvmlDeviceAddressingMode_t;
+
 #endif

@@ -33,6 +33,14 @@ var (
 	_ [unsafe.Sizeof(nvml.ComputeInstanceProfileInfo{}) - unsafe.Sizeof(C.nvmlComputeInstanceProfileInfo_t{})]byte
 	_ [unsafe.Sizeof(C.nvmlComputeInstanceProfileInfo_v2_t{}) - unsafe.Sizeof(nvml.ComputeInstanceProfileInfo_v2{})]byte
 	_ [unsafe.Sizeof(nvml.ComputeInstanceProfileInfo_v2{}) - unsafe.Sizeof(C.nvmlComputeInstanceProfileInfo_v2_t{})]byte
+	_ [unsafe.Sizeof(C.nvmlGpuFabricInfo_t{}) - unsafe.Sizeof(nvml.GpuFabricInfo{})]byte
+	_ [unsafe.Sizeof(nvml.GpuFabricInfo{}) - unsafe.Sizeof(C.nvmlGpuFabricInfo_t{})]byte
+	_ [unsafe.Sizeof(C.nvmlGpuFabricInfo_v2_t{}) - unsafe.Sizeof(nvml.GpuFabricInfo_v2{})]byte
+	_ [unsafe.Sizeof(nvml.GpuFabricInfo_v2{}) - unsafe.Sizeof(C.nvmlGpuFabricInfo_v2_t{})]byte
+	_ [unsafe.Sizeof(C.nvmlGpuFabricInfo_v3_t{}) - unsafe.Sizeof(nvml.GpuFabricInfo_v3{})]byte
+	_ [unsafe.Sizeof(nvml.GpuFabricInfo_v3{}) - unsafe.Sizeof(C.nvmlGpuFabricInfo_v3_t{})]byte
+	_ [unsafe.Sizeof(C.nvmlDeviceAddressingMode_t{}) - unsafe.Sizeof(nvml.DeviceAddressingMode{})]byte
+	_ [unsafe.Sizeof(nvml.DeviceAddressingMode{}) - unsafe.Sizeof(C.nvmlDeviceAddressingMode_t{})]byte
 	// The structs with handles: a handle is one pointer, as go-nvml's
 	// wrapper structs of one pointer are.
 	_ [unsafe.Sizeof(C.nvmlEventData_t{}) - 8 - 2*8 - 2*4]byte
@@ -52,6 +60,9 @@ var (
 	computeInstanceProfileInfoV2 = structVersion(unsafe.Sizeof(nvml.ComputeInstanceProfileInfo_v2{}), 2)
 	computeInstanceProfileInfoV3 = structVersion(unsafe.Sizeof(nvml.ComputeInstanceProfileInfo_v3{}), 3)
 	memoryV2                     = structVersion(unsafe.Sizeof(nvml.Memory_v2{}), 2)
+	gpuFabricInfoV2              = structVersion(unsafe.Sizeof(nvml.GpuFabricInfo_v2{}), 2)
+	gpuFabricInfoV3              = structVersion(unsafe.Sizeof(nvml.GpuFabricInfo_v3{}), 3)
+	addressingModeV1             = structVersion(unsafe.Sizeof(nvml.DeviceAddressingMode{}), 1)
 )
 
 func structVersion(size uintptr, version uint32) C.uint {

@@ -160,6 +160,7 @@ func TestExportedSymbols(t *testing.T) {
 		"nvmlGpuInstanceCreateComputeInstance", "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
 		"nvmlGpuInstanceDestroy", "nvmlComputeInstanceDestroy", "nvmlDeviceGetGpuInstanceRemainingCapacity",
 		"nvmlGpuInstanceGetComputeInstanceRemainingCapacity", "nvmlDeviceGetGpuInstanceById", "nvmlGpuInstanceGetComputeInstanceById",
+		"nvmlDeviceGetGpuFabricInfo", "nvmlDeviceGetGpuFabricInfoV", "nvmlDeviceGetModuleId", "nvmlDeviceGetAddressingMode",
 	} {
 		if !exported[want] {
 			t.Errorf("%s is not exported", want)
@@ -339,6 +340,7 @@ func (c *child) inventory() {
 		if !reflect.DeepEqual(migView(h), migView(g)) {
 			t.Errorf("GPU %d: MIG queries through the library:\n%+v\nGo mock:\n%+v", i, migView(h), migView(g))
 		}
+		checkTopology(t, i, h, g)
 	}
 	for _, m := range got.MIGDevices {
 		h, r := lib.DeviceGetHandleByUUID(m.UUID)
