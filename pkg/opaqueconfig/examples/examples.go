@@ -19,9 +19,8 @@ const (
 	// that names the object and the config).
 	Refused Admission = iota
 	// RefusedByAPIServer: the parameters cannot be written into a claim:
-	// they are not a JSON object (the API server requires one), or not YAML
-	// that a manifest could hold (e.g. a duplicate key), or a number that
-	// does not fit a float64. The API server's own validation refuses them
+	// they are not a JSON object (the API server requires one), or hold a
+	// number that does not fit a float64. The API server's own validation refuses them
 	// before any policy runs.
 	RefusedByAPIServer
 	// Unseen: the policy cannot see the problem and admits the object;
@@ -29,6 +28,11 @@ const (
 	// API server keeps the raw bytes, but the policy's CEL sees the object
 	// decoded, with the last of the duplicates only.
 	Unseen
+	// Collapsed: YAML with a duplicate key. A claim cannot hold it as is:
+	// a manifest's YAML becomes JSON on the client (kubectl), which keeps
+	// the last of the duplicates, so the claim holds that config, which
+	// prepare and the policy judge alike.
+	Collapsed
 )
 
 // Invalid is opaque parameters that the decoder, or Validate after
@@ -219,7 +223,7 @@ var InvalidConfigs = []Invalid{
 	{Name: "scalar YAML", Params: "GpuConfig",
 		Err: "the opaque parameters are a string, not an object: use apiVersion resource.nvidia.com/v1beta1 with kind GpuConfig or MigDeviceConfig", Admission: RefusedByAPIServer},
 	{Name: "duplicate field YAML", Params: "apiVersion: resource.nvidia.com/v1beta1\nkind: GpuConfig\nsharing:\n  strategy: MPS\n  strategy: TimeSlicing\n",
-		Err: `duplicate field "strategy" (line 5): give each field once`, Admission: RefusedByAPIServer},
+		Err: `duplicate field "strategy" (line 5): give each field once`, Admission: Collapsed},
 
 	// Duplicate JSON fields.
 	{Name: "duplicate field JSON", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","strategy":"MPS"}}`,
