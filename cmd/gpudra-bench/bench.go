@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gpudra/gpudra/pkg/durable"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+
+	"github.com/gpudra/gpudra/pkg/durable"
 )
 
 type bencher struct {

@@ -82,8 +82,9 @@ type cpuSample map[int]procSample
 
 // sampleCPU reads /proc/<pid>/stat of every process that nodeProcesses
 // match, and of this process. Processes that go away while it reads are
-// skipped.
-func sampleCPU() cpuSample {
+// skipped. With pluginPod set, only the plugin processes in that pod's
+// cgroup are the plugin's.
+func sampleCPU(pluginPod string) cpuSample {
 	s := cpuSample{}
 	self := os.Getpid()
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
@@ -103,6 +104,9 @@ func sampleCPU() cpuSample {
 			cmdline, _ := os.ReadFile(filepath.Join(d, "cmdline"))
 			argv0, _, _ := strings.Cut(string(cmdline), "\x00")
 			if label = processLabel(strings.TrimSpace(string(comm)), argv0); label == "" {
+				continue
+			}
+			if label == "plugin" && pluginPod != "" && !inPod(d, pluginPod) {
 				continue
 			}
 		}
@@ -189,4 +193,15 @@ func cpuMsPerPair(ticks uint64, hz int64, pairs int) float64 {
 		return 0
 	}
 	return float64(ticks) * 1000 / float64(hz) / float64(pairs)
+}
+
+// inPod tells whether the process of /proc/<pid> dir runs in the pod with
+// the given UID: its cgroup path names the pod ("pod<UID>", with "_" for
+// "-" under the systemd cgroup driver).
+func inPod(dir, podUID string) bool {
+	cg, err := os.ReadFile(filepath.Join(dir, "cgroup"))
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(cg), podUID) || strings.Contains(string(cg), strings.ReplaceAll(podUID, "-", "_"))
 }

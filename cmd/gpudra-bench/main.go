@@ -57,8 +57,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -91,6 +89,9 @@ type options struct {
 	// shareMemory, when set, makes every claim a share of one GPU
 	// consuming this much memory (the chart's consumableCapacity on).
 	shareMemory *resource.Quantity
+	// compareDriver and compareSocket name a second plugin measured in
+	// the same run (compare.go); "" for none.
+	compareDriver, compareSocket string
 	// sim is the scheduling benchmark's options (simulate.go).
 	sim *simOptions
 }
@@ -132,6 +133,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.cdiDir, "cdi-dir", "/var/run/cdi", "CDI spec directory whose inotify events are counted per prepare and per unprepare (empty: off)")
 	fs.StringVar(&o.metricsURL, "metrics-url", "", "URL of the plugin's /metrics (default: the metrics port of the plugin pod whose UID the socket name carries, at the pod's IP, else through the API server's pod proxy; off: do not read them)")
 	fs.DurationVar(&o.callTimeout, "call-timeout", 30*time.Second, "timeout of one gRPC call")
+	fs.StringVar(&o.compareDriver, "compare-driver", "", "a second DRA driver name whose plugin (e.g. a previous build, installed as a second chart release with this driverName) is measured in the same run, in turns with --driver (A B, then B A, ...), with the medians of both and the per-repeat ratios A/B per level")
+	fs.StringVar(&o.compareSocket, "compare-socket", "", "the DRA socket of --compare-driver's plugin (default: dra.sock in <plugins dir>/<compare driver>/, or the only dra*.sock there)")
 	share := fs.String("share-memory", "", "make every claim a share of the first free GPU that consumes this much memory (e.g. 10Gi; needs the chart's consumableCapacity): with --claims 1 every prepare is a GPU's first share (its MPS daemon starts), with more claims the others join it")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: gpudra-bench [flags]  (as root on the node, with a kubeconfig)
@@ -205,11 +208,6 @@ func run(ctx context.Context, o *options) (retErr error) {
 		return fmt.Errorf("client: %w", err)
 	}
 
-	socket, err := resolveSocket(o.socket)
-	if err != nil {
-		return err
-	}
-
 	if o.node == "" {
 		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -221,24 +219,6 @@ func run(ctx context.Context, o *options) (retErr error) {
 		o.node = nodes.Items[0].Name
 	}
 
-	devices, err := freeDevices(ctx, cs, o.driver, o.node)
-	if err != nil {
-		return err
-	}
-	if o.shareMemory != nil && len(devices) > 0 {
-		// Every claim is a share of the first free GPU.
-		shared := make([]poolDevice, o.claims)
-		for i := range shared {
-			shared[i] = devices[0]
-		}
-		devices = shared
-	}
-	if o.claims > len(devices) {
-		return fmt.Errorf("--claims %d exceeds the %d free devices of driver %s on node %s: each claim gets its own device",
-			o.claims, len(devices), o.driver, o.node)
-	}
-	fmt.Printf("node %s, driver %s, socket %s, %d free devices, %d claims\n", o.node, o.driver, socket, len(devices), o.claims)
-
 	// The disk floor first, while nothing else of ours touches the disk.
 	floor, err := measureFloor(o.fsyncDir, o.fsyncWrites)
 	if err != nil {
@@ -247,67 +227,36 @@ func run(ctx context.Context, o *options) (retErr error) {
 	fmt.Printf("durable write floor in %s (%d writes of 2 KiB): p50 %.3f ms, p90 %.3f ms, max %.3f ms\n",
 		o.fsyncDir, o.fsyncWrites, ms(floor.p50), ms(floor.p90), ms(floor.max))
 
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("gRPC client for %s: %w", socket, err)
-	}
-	defer conn.Close()
-	client := drapb.NewDRAPluginClient(conn)
-
-	// Set up the claims; clean up whatever was set up, also on failure or
-	// interruption (with a context of its own).
-	var created []*resourceapi.ResourceClaim
-	createdNS := false
+	// Set up each plugin's claims; clean up whatever was set up, also on
+	// failure or interruption (with a context of its own).
+	var targets []*target
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := cleanup(cctx, cs, client, o, created, createdNS); err != nil {
-			fmt.Fprintln(os.Stderr, "cleanup:", err)
-			if retErr == nil {
-				retErr = err
+		// In reverse: the first target may have created the namespace.
+		for i := len(targets) - 1; i >= 0; i-- {
+			if err := targets[i].close(cctx, cs); err != nil {
+				fmt.Fprintln(os.Stderr, "cleanup:", err)
+				if retErr == nil {
+					retErr = err
+				}
 			}
 		}
 	}()
-
-	createdNS, err = ensureNamespace(ctx, cs, o.namespace)
-	if err != nil {
-		return err
-	}
-	created, err = createClaims(ctx, cs, o, devices[:o.claims])
-	if err != nil {
-		return err
-	}
-	pbClaims := make([]*drapb.Claim, len(created))
-	for i, c := range created {
-		pbClaims[i] = &drapb.Claim{Namespace: c.Namespace, Name: c.Name, Uid: string(c.UID)}
-	}
-
-	// The plugin helper GETs each claim from the API server before preparing
-	// it: time that call from here too, to split prepare latency into API
-	// and node work.
-	get, err := measureGet(ctx, cs, created[0], 100)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("ResourceClaim GET from this host (100 calls): p50 %.3f ms, p90 %.3f ms\n", ms(get.p50), ms(get.p90))
-	floor.get = get.p50
-
-	b := &bencher{client: client, claims: pbClaims, timeout: o.callTimeout}
-	probe := newNodeProbe(ctx, o, func() (*metricsScraper, error) {
-		return newMetricsScraper(ctx, cs, o.node, socket, o.metricsURL)
-	})
-	defer probe.Close()
-	if o.warmup > 0 {
-		r := b.run(ctx, o.concurrency[0], o.warmup)
-		if ctx.Err() != nil {
-			return ctx.Err()
+	for _, to := range o.targets() {
+		t, err := setupTarget(ctx, cs, to)
+		if t != nil {
+			targets = append(targets, t)
 		}
-		fmt.Printf("warm-up: %d round(s) at concurrency %d, %d prepare / %d unprepare errors\n",
-			o.warmup, o.concurrency[0], r.prepare.errors, r.unprepare.errors)
-		if r.firstErr != "" {
-			fmt.Printf("  first error: %s\n", r.firstErr)
+		if err != nil {
+			return err
 		}
 	}
+	floor.get = targets[0].get.p50
+	if len(targets) > 1 {
+		return runCompare(ctx, o, targets, floor)
+	}
+	b, probe := targets[0].bencher, targets[0].probe
 
 	var reps [][]*levelResult
 	var floors []summary

@@ -13,9 +13,12 @@ import (
 // CPU time, the file-system events in the CDI spec directory per phase, and
 // the plugin's own histograms.
 type nodeProbe struct {
-	hz      int64
-	watcher *cdiWatcher     // nil: events not counted
-	scraper *metricsScraper // nil: metrics not read
+	hz int64
+	// pluginPod, when set, is the UID of the plugin pod measured: other
+	// plugin processes (a second plugin under test) are not charged.
+	pluginPod string
+	watcher   *cdiWatcher     // nil: events not counted
+	scraper   *metricsScraper // nil: metrics not read
 }
 
 // nodeStats is what nodeProbe measured for one level.
@@ -64,9 +67,9 @@ func (p *nodeProbe) level(ctx context.Context, b *bencher, c, rounds int) *level
 			}
 		}
 	}
-	cpu0 := sampleCPU()
+	cpu0 := sampleCPU(p.pluginPod)
 	r := b.run(ctx, c, rounds)
-	cpu1 := sampleCPU()
+	cpu1 := sampleCPU(p.pluginPod)
 	b.afterPhase = nil
 	ns.cpu = cpuDelta(cpu0, cpu1)
 	if ns.metricsErr == "" {
@@ -340,8 +343,8 @@ func addNode(j *jsonResult, o *options, r *levelResult, floor summary) {
 
 // newNodeProbe sets up what the flags ask for; a part that cannot be set up
 // is reported and left out.
-func newNodeProbe(ctx context.Context, o *options, scraperFn func() (*metricsScraper, error)) *nodeProbe {
-	p := &nodeProbe{hz: clockTicks()}
+func newNodeProbe(ctx context.Context, o *options, socket string, scraperFn func() (*metricsScraper, error)) *nodeProbe {
+	p := &nodeProbe{hz: clockTicks(), pluginPod: podUIDOfSocket(socket)}
 	if o.cdiDir != "" {
 		w, err := newCDIWatcher(o.cdiDir)
 		if err != nil {
