@@ -3,7 +3,7 @@
 // It does what the plugin and the e2e tests can observe of a real daemon:
 //
 //   - it creates the control pipe <CUDA_MPS_PIPE_DIRECTORY>/control (a FIFO);
-//   - it writes the settings it was given to
+//   - it writes the settings it was given (limits, multi-user mode) to
 //     <CUDA_MPS_LOG_DIRECTORY>/limits.json, then <CUDA_MPS_LOG_DIRECTORY>/ready,
 //     which the pod's readiness probe checks;
 //   - on SIGTERM or SIGINT it removes the control pipe and the ready file and
@@ -29,6 +29,9 @@ type Limits struct {
 	VisibleDevices                  []string          `json:"visibleDevices"`
 	DefaultActiveThreadPercentage   *int              `json:"defaultActiveThreadPercentage,omitempty"`
 	DefaultPinnedDeviceMemoryLimits map[string]string `json:"defaultPinnedDeviceMemoryLimits,omitempty"`
+	// MultiUser is true when the daemon was started in multi-user mode
+	// (--multiuser, the real daemon's -M).
+	MultiUser bool `json:"multiUser,omitempty"`
 }
 
 func main() {
@@ -44,6 +47,7 @@ func main() {
 func run(args []string, stop <-chan os.Signal) error {
 	fs := flag.NewFlagSet("gpu-mps-mock-daemon", flag.ContinueOnError)
 	percentage := fs.Int("active-thread-percentage", 0, "default active thread percentage, 1..100; 0: not set")
+	multiUser := fs.Bool("multiuser", false, "multi-user mode, as nvidia-cuda-mps-control -M")
 	limits := map[string]string{}
 	fs.Func("pinned-device-mem-limit", "UUID=VALUE, e.g. GPU-1234=1024M (repeatable)", func(s string) error {
 		uuid, value, ok := strings.Cut(s, "=")
@@ -63,7 +67,7 @@ func run(args []string, stop <-chan os.Signal) error {
 	if pipeDir == "" || logDir == "" {
 		return errors.New("CUDA_MPS_PIPE_DIRECTORY and CUDA_MPS_LOG_DIRECTORY must be set")
 	}
-	l := Limits{DefaultPinnedDeviceMemoryLimits: limits}
+	l := Limits{DefaultPinnedDeviceMemoryLimits: limits, MultiUser: *multiUser}
 	if v := os.Getenv("CUDA_VISIBLE_DEVICES"); v != "" {
 		l.VisibleDevices = strings.Split(v, ",")
 	}

@@ -21,7 +21,7 @@ func TestMockDaemonWritesLimitsAndCleansUpOnSIGTERM(t *testing.T) {
 	stop := make(chan os.Signal, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run([]string{"--active-thread-percentage=40", "--pinned-device-mem-limit=GPU-b=2048M"}, stop)
+		done <- run([]string{"--active-thread-percentage=40", "--pinned-device-mem-limit=GPU-b=2048M", "--multiuser"}, stop)
 	}()
 
 	ready := filepath.Join(logDir, "ready")
@@ -49,7 +49,7 @@ func TestMockDaemonWritesLimitsAndCleansUpOnSIGTERM(t *testing.T) {
 	}
 	if l.DefaultActiveThreadPercentage == nil || *l.DefaultActiveThreadPercentage != 40 ||
 		l.DefaultPinnedDeviceMemoryLimits["GPU-b"] != "2048M" || len(l.DefaultPinnedDeviceMemoryLimits) != 1 ||
-		len(l.VisibleDevices) != 2 || l.VisibleDevices[1] != "GPU-b" {
+		len(l.VisibleDevices) != 2 || l.VisibleDevices[1] != "GPU-b" || !l.MultiUser {
 		t.Errorf("limits.json = %s", b)
 	}
 

@@ -44,6 +44,8 @@ type daemonConfig struct {
 	// PinnedLimits holds the devices that have a pinned memory limit, in
 	// device order.
 	PinnedLimits []pinnedLimit
+	// MultiUser starts the daemon in multi-user mode (-M): mpsConfig.multiUser.
+	MultiUser bool
 }
 
 // pinnedLimit is the pinned device memory limit of one device.
@@ -55,15 +57,18 @@ type pinnedLimit struct {
 // Value is the limit as MPS takes it: whole megabytes with the suffix M.
 func (l pinnedLimit) Value() string { return strconv.FormatInt(l.MiB, 10) + "M" }
 
-// hash identifies the devices and limits; a daemon Pod whose annotation
-// differs runs with other settings. It covers nothing else (in particular not
-// the Pod template), so that plugin upgrades keep running daemons.
+// hash identifies the devices, limits and mode; a daemon Pod whose
+// annotation differs runs with other settings. It covers nothing else (in
+// particular not the Pod template), so that plugin upgrades keep running
+// daemons; multiUser is left out when false, so that daemons started
+// before the field existed keep their hash.
 func (d *daemonConfig) hash() string {
 	b, _ := json.Marshal(struct {
-		UUIDs  []string      `json:"uuids"`
-		Thread *int          `json:"thread,omitempty"`
-		Limits []pinnedLimit `json:"limits,omitempty"`
-	}{d.UUIDs, d.ActiveThreadPercentage, d.PinnedLimits})
+		UUIDs     []string      `json:"uuids"`
+		Thread    *int          `json:"thread,omitempty"`
+		Limits    []pinnedLimit `json:"limits,omitempty"`
+		MultiUser bool          `json:"multiUser,omitempty"`
+	}{d.UUIDs, d.ActiveThreadPercentage, d.PinnedLimits, d.MultiUser})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
@@ -122,7 +127,7 @@ func resolve(c sharing.Claim) (*daemonConfig, error) {
 		}
 	}
 
-	out := &daemonConfig{}
+	out := &daemonConfig{MultiUser: cfg.MultiUser}
 	for _, d := range devs {
 		out.UUIDs = append(out.UUIDs, d.UUID)
 		out.Names = append(out.Names, d.Name)

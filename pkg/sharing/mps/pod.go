@@ -212,7 +212,11 @@ func controlScript(c *daemonConfig) string {
 	pipe, logDir := containerPipeDir, containerLogDir
 	fmt.Fprintf(&b, "rm -f %s/%s %s/control %s/nvidia-cuda-mps-control.pid\n", logDir, readyFile, pipe, pipe)
 	fmt.Fprintf(&b, "trap 'echo quit | %s; wait $daemon; exit 0' TERM INT\n", ctl)
-	fmt.Fprintf(&b, "%s -f &\ndaemon=$!\n", ctl)
+	flags := "-f"
+	if c.MultiUser {
+		flags += " -M" // multi-user server: clients of any UID
+	}
+	fmt.Fprintf(&b, "%s %s &\ndaemon=$!\n", ctl, flags)
 	fmt.Fprintf(&b, "i=0\nwhile [ ! -p %s/control ]; do\n", pipe)
 	b.WriteString("  kill -0 $daemon 2>/dev/null || { echo 'MPS control daemon exited during start-up' >&2; exit 1; }\n")
 	b.WriteString("  i=$((i+1)); [ $i -le 60 ] || { echo 'MPS control pipe missing after 60s' >&2; exit 1; }\n")
@@ -232,7 +236,8 @@ func controlScript(c *daemonConfig) string {
 	return b.String()
 }
 
-// mockCommand runs gpu-mps-mock-daemon with the limits as flags.
+// mockCommand runs gpu-mps-mock-daemon with the limits and the mode as
+// flags.
 func mockCommand(c *daemonConfig) []string {
 	cmd := []string{mockDaemonBinary}
 	if p := c.ActiveThreadPercentage; p != nil {
@@ -240,6 +245,9 @@ func mockCommand(c *daemonConfig) []string {
 	}
 	for _, l := range c.PinnedLimits {
 		cmd = append(cmd, "--pinned-device-mem-limit="+l.UUID+"="+l.Value())
+	}
+	if c.MultiUser {
+		cmd = append(cmd, "--multiuser")
 	}
 	return cmd
 }

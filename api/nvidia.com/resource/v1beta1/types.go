@@ -104,6 +104,15 @@ type MpsConfig struct {
 	// the index of the device among the devices of the claim; each value is
 	// at least 1Mi.
 	DefaultPerDevicePinnedMemoryLimit map[string]resource.Quantity `json:"defaultPerDevicePinnedMemoryLimit,omitempty"`
+	// MultiUser runs the claim's MPS control daemon in multi-user mode
+	// (nvidia-cuda-mps-control -M, NVIDIA's reference driver's field of
+	// that name and meaning): its MPS server serves the containers of the
+	// claim whatever user (UID) they run as. False (the default): MPS
+	// serves the clients of one UID at a time, so the containers sharing
+	// the device must run as the same user. In mock mode the mock daemon
+	// records it (limits.json, "multiUser"). Not available on GPU shares
+	// (consumable capacity), whose per-GPU daemon takes no MPS config.
+	MultiUser bool `json:"multiUser,omitempty"`
 }
 
 // DefaultGpuConfig returns the config of a full GPU that a claim gets when it
