@@ -418,6 +418,8 @@ func typeWords(t string) string {
 		return "an integer"
 	case t == "string" || strings.HasSuffix(t, "Strategy") || strings.HasSuffix(t, "Interval"):
 		return "a string"
+	case t == "bool":
+		return "a boolean"
 	case t == "resource.Quantity":
 		return `a quantity such as "512Mi" or "2Gi"`
 	case strings.HasPrefix(t, "map[") || strings.HasPrefix(t, "v1beta1.") || strings.HasPrefix(t, "*v1beta1."):

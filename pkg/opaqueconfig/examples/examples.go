@@ -103,13 +103,17 @@ var InvalidConfigs = []Invalid{
 	{Name: "unknown timeSlicingConfig field", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"TimeSlicing","timeSlicingConfig":{"interval":"Long","slice":"5ms"}}}`,
 		Err: `unknown field "sharing.timeSlicingConfig.slice": sharing.timeSlicingConfig accepts interval (field names are case-sensitive)`},
 	{Name: "unknown mpsConfig field", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","sharing":{"strategy":"MPS","mpsConfig":{"threads":50}}}`,
-		Err: `unknown field "sharing.mpsConfig.threads": sharing.mpsConfig accepts defaultActiveThreadPercentage, defaultPinnedDeviceMemoryLimit, defaultPerDevicePinnedMemoryLimit (field names are case-sensitive)`},
+		Err: `unknown field "sharing.mpsConfig.threads": sharing.mpsConfig accepts defaultActiveThreadPercentage, defaultPinnedDeviceMemoryLimit, defaultPerDevicePinnedMemoryLimit, multiUser (field names are case-sensitive)`},
+	{Name: "multiUser of another case", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"multiuser":true}}}`,
+		Err: `unknown field "sharing.mpsConfig.multiuser": sharing.mpsConfig accepts defaultActiveThreadPercentage, defaultPinnedDeviceMemoryLimit, defaultPerDevicePinnedMemoryLimit, multiUser (field names are case-sensitive)`},
 	{Name: "unknown field in an invalid config", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"Foo","extra":true}}`,
 		Err: `unknown field "sharing.extra": sharing accepts strategy, timeSlicingConfig, mpsConfig (field names are case-sensitive)`},
 
 	// Values of the wrong type.
 	{Name: "wrong type", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"defaultActiveThreadPercentage":"half"}}}`,
 		Err: "sharing.mpsConfig.defaultActiveThreadPercentage: a string is not allowed here: use an integer"},
+	{Name: "multiUser string", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"multiUser":"yes"}}}`,
+		Err: "sharing.mpsConfig.multiUser: a string is not allowed here: use a boolean"},
 	{Name: "fraction", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"defaultActiveThreadPercentage":50.5}}}`,
 		Err: "sharing.mpsConfig.defaultActiveThreadPercentage: the number 50.5 is not allowed here: use an integer"},
 	{Name: "strategy number", Params: "apiVersion: resource.nvidia.com/v1beta1\nkind: GpuConfig\nsharing:\n  strategy: 1\n",
@@ -253,6 +257,9 @@ var ValidConfigs = []Valid{
 	{Name: "GpuConfig MPS nulls", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"defaultActiveThreadPercentage":null,"defaultPinnedDeviceMemoryLimit":null,"defaultPerDevicePinnedMemoryLimit":null}}}`},
 	{Name: "MigDeviceConfig time-slicing", Params: "apiVersion: resource.nvidia.com/v1beta1\nkind: MigDeviceConfig\nsharing:\n  strategy: TimeSlicing\n"},
 	{Name: "MigDeviceConfig MPS YAML", Params: "apiVersion: resource.nvidia.com/v1beta1\nkind: MigDeviceConfig\nsharing:\n  strategy: MPS\n  mpsConfig:\n    defaultActiveThreadPercentage: 25\n    defaultPinnedDeviceMemoryLimit: 2Gi\n"},
+	{Name: "GpuConfig MPS multi-user", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"defaultActiveThreadPercentage":50,"multiUser":true}}}`},
+	{Name: "MigDeviceConfig MPS multiUser false", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","sharing":{"strategy":"MPS","mpsConfig":{"multiUser":false}}}`},
+	{Name: "GpuConfig MPS multiUser null", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"GpuConfig","sharing":{"strategy":"MPS","mpsConfig":{"multiUser":null}}}`},
 	{Name: "MigDeviceConfig MPS JSON", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","sharing":{"strategy":"MPS"}}`},
 	{Name: "MigDeviceConfig timeSlicingConfig null", Params: `{"apiVersion":"resource.nvidia.com/v1beta1","kind":"MigDeviceConfig","sharing":{"strategy":"TimeSlicing","timeSlicingConfig":null}}`},
 }
