@@ -32,6 +32,9 @@ type childConfig struct {
 	Seed uint64 `json:"seed"`
 	// scenario selects the variant (static, dynamic MIG, GPU shares).
 	scenario
+	// Format is the CDI format of the child's plugin version, which its
+	// start-up writes and its new claims get.
+	Format specFormat `json:"format"`
 }
 
 // event is one progress line of the child. A "done" event is printed only
@@ -63,11 +66,12 @@ func (r *reporter) emit(e event) {
 }
 
 // TestCrashChild is the plugin process that TestCrashConsistency,
-// TestCrashConsistencyLegacySpecs, TestCrashConsistencyDynamicMIG and
-// TestCrashConsistencyShares kill: it opens the claim state like the
-// plugin's start-up does (driver-wide CDI spec, checkpoint load and
-// reconcile), then prepares and
-// unprepares the fixed claims on several goroutines until it is killed.
+// TestCrashConsistencyClaimSpecs, TestCrashConsistencyLegacySpecs,
+// TestCrashConsistencyDynamicMIG and TestCrashConsistencyShares kill: it
+// opens the claim state like the start-up of a plugin of its format does
+// (openState: the driver-wide and static device CDI specs, checkpoint load
+// and reconcile), then prepares and unprepares the fixed claims on several
+// goroutines until it is killed.
 func TestCrashChild(t *testing.T) {
 	raw := os.Getenv(childEnv)
 	if raw == "" {
@@ -88,7 +92,7 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	st, _, loadErrs, err := openState(ctx, cfg.Dirs, p, cfg.LegacySpecs)
+	st, _, loadErrs, err := openState(ctx, cfg.Dirs, p, cfg.Format)
 	if err != nil {
 		fail(err)
 	}

@@ -8,8 +8,9 @@
 //   - "delay": a random delay (0-30 ms) after the child is ready, while its
 //     workers prepare and unprepare;
 //   - "fsevent": right after the k-th file-system event (inotify) that the
-//     child causes in the CDI or checkpoint directory, k random: a temporary
-//     file created, written, renamed into place, a file removed. The kill
+//     child causes in the CDI directory, its staging directory or the
+//     checkpoint directory, k random: a temporary file created, written,
+//     renamed into place, a file removed. The kill
 //     then lands inside a durable write or removal (between the rename and
 //     the directory fsync, between a spec and its record...), without any
 //     hook in the production code;
@@ -25,24 +26,41 @@
 //     file-system event in the directory of the fake shares applier's
 //     per-GPU daemon markers: the kill then lands inside the start or the
 //     stop of a shared GPU's daemon;
-//   - "driverspec": right after the k-th file-system event on the
-//     driver-wide CDI spec or its temporary file, in a child whose start-up
-//     writes it (it is missing, or the parent made it stale): the kill then
-//     lands inside that write.
+//   - "driverspec", "devicespec": right after the k-th file-system event
+//     of the write of the driver-wide CDI spec, or of the static device
+//     spec (its temporary file's creation, write, chmod and rename in the
+//     staging directory, its creation in the CDI directory by the rename),
+//     in a child whose start-up writes it (it is missing, or the parent
+//     made it stale): the kill then lands inside that write.
+//
+// The parent watches the CDI directory, its staging directory (where every
+// spec write stages its temporary file, so that the CDI directory sees one
+// event per write) and the checkpoint directory.
 //
 // TestCrashConsistencyDynamicMIG runs the same kills over partitionable
 // GPUs whose MIG devices the claims' prepares create (see dynamicmig_test.go),
 // TestCrashConsistencyShares over claims that share GPUs by consumable
 // capacity (see shares_test.go).
 //
-// Each child starts as the plugin does: it writes the driver-wide CDI spec,
-// then opens the claim state with Options.UseDriverSpec, so that every
-// prepared device has the CDI IDs Naming.DeviceIDs (the driver spec's
-// device, then the claim's) and claim specs hold only their own edits (see
-// driverspec_test.go for the driver spec's invariants).
-// TestCrashConsistencyLegacySpecs runs the static kills with a plugin from
-// before the driver spec (self-contained claim specs); pkg/claimstate's
-// TestClaimOfAnOlderPluginKeepsWorking covers the upgrade between both.
+// Each child starts as the plugin of its format (specFormat) does (see
+// openState). The format of the plugin, formatStatic, writes the driver-wide
+// spec, then the static device spec, and gives an exclusive claim without
+// settings of its own (no sharing config, no share with limits, no dynamic
+// MIG device) the CDI IDs Naming.StaticDeviceIDs and no claim spec, and
+// every other claim a claim spec holding only its own edits, referenced by
+// Naming.DeviceIDs (the driver spec's device, then the claim's). The
+// previous format, formatClaimSpecs, gives every claim such a claim spec;
+// formatLegacy, from before the driver spec, self-contained claim specs.
+// Whatever the format of the restarted plugin, a recorded claim keeps the
+// format of its recorded IDs. TestCrashConsistency runs the plugin's format
+// over the static GPUs (every claim static), the dynamic MIG and shares
+// tests too (there only the whole-GPU claims are static);
+// TestCrashConsistencyClaimSpecs starts with the previous format and
+// switches between it and the plugin's at random restarts (an upgrade, and
+// a downgrade once the claims with static IDs are unprepared), so that
+// claims recorded in one format are reopened and reconciled in the other;
+// TestCrashConsistencyLegacySpecs runs the static kills with self-contained
+// claim specs. See driverspec_test.go for the shared specs' invariants.
 //
 // GPUDRA_CRASH_KILLS sets the number of kills (default 200, 40 with -short);
 // GPUDRA_CRASH_SEED replays a run.
@@ -72,6 +90,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
+	"tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/checkpoint"
@@ -115,6 +134,10 @@ type scenario struct {
 	// Shares: the claims of shareTestClaims, shares of GPUs applied by
 	// the fake shares applier over Dirs.Shares.
 	Shares bool `json:"shares,omitempty"`
+	// ClaimSpecs: a plugin of the previous format (formatClaimSpecs) at
+	// first, the format switching at random restarts between it and the
+	// plugin's (formatStatic).
+	ClaimSpecs bool `json:"claimSpecs,omitempty"`
 	// LegacySpecs: a plugin from before the driver-wide spec, whose claim
 	// specs are self-contained (no driver spec, no UseDriverSpec).
 	LegacySpecs bool `json:"legacySpecs,omitempty"`
@@ -126,10 +149,95 @@ func (sc scenario) String() string {
 		return "dynamic MIG"
 	case sc.Shares:
 		return "GPU shares"
+	case sc.ClaimSpecs:
+		return "static, claim specs of the previous format and the static device spec by turns"
 	case sc.LegacySpecs:
 		return "static, self-contained claim specs"
 	}
 	return "static"
+}
+
+// firstFormat is the format of the scenario's first child.
+func (sc scenario) firstFormat() specFormat {
+	switch {
+	case sc.LegacySpecs:
+		return formatLegacy
+	case sc.ClaimSpecs:
+		return formatClaimSpecs
+	}
+	return formatStatic
+}
+
+// specFormat is the CDI format of a plugin version: which shared specs its
+// start-up writes (see openState), and which IDs its new claims get.
+type specFormat string
+
+const (
+	// formatStatic is the plugin's: the driver-wide and static device
+	// specs; idsStatic for an exclusive claim without settings of its
+	// own, idsClaimSpec for the others.
+	formatStatic specFormat = "static"
+	// formatClaimSpecs is the plugin's before the static device spec:
+	// the driver-wide spec; idsClaimSpec for every claim.
+	formatClaimSpecs specFormat = "claimSpecs"
+	// formatLegacy is the plugin's before the driver-wide spec: no shared
+	// spec; idsSelfContained for every claim.
+	formatLegacy specFormat = "legacy"
+)
+
+// idFormat is the format of a prepared claim's CDI IDs, which it keeps for
+// as long as it is recorded.
+type idFormat int
+
+const (
+	idsNone idFormat = iota // not prepared
+	// idsStatic: Naming.StaticDeviceIDs, no claim spec.
+	idsStatic
+	// idsClaimSpec: Naming.DeviceIDs, a claim spec referencing the
+	// driver-wide spec.
+	idsClaimSpec
+	// idsSelfContained: Naming.DeviceID alone, a self-contained claim
+	// spec.
+	idsSelfContained
+)
+
+func (f idFormat) String() string {
+	return [...]string{"not prepared", "static", "claim spec", "self-contained claim spec"}[f]
+}
+
+// newClaimFormat is the format of the IDs that a plugin of format gives a
+// claim it prepares anew; static tells whether the claim qualifies for the
+// static device spec (see staticClaims).
+func newClaimFormat(format specFormat, static bool) idFormat {
+	switch {
+	case format == formatLegacy:
+		return idsSelfContained
+	case format == formatStatic && static:
+		return idsStatic
+	}
+	return idsClaimSpec
+}
+
+// staticClaims tells, by UID, which claims a plugin of the static format
+// prepares with the static device spec: all of whose devices are in p's
+// device spec, without a share that leaves room for others (the test
+// claims have no configs).
+func staticClaims(t *testing.T, p *plugin, claims []*resourceapi.ResourceClaim) map[string]bool {
+	t.Helper()
+	spec, err := p.deviceSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, c := range claims {
+		static := true
+		for _, r := range c.Status.Allocation.Devices.Results {
+			inSpec := slices.ContainsFunc(spec.Devices, func(d specs.Device) bool { return d.Name == r.Device })
+			static = static && inSpec && !(r.ShareID != nil && shareOfResult(t, p, r).limited)
+		}
+		out[string(c.UID)] = static
+	}
+	return out
 }
 
 // testClaims are the claims the child works on: one GPU each, and one with
@@ -182,17 +290,21 @@ func wantShareIDs(c *resourceapi.ResourceClaim) []string {
 	return ids
 }
 
-// wantIDs are the CDI device IDs a prepare of c must return: per device,
-// the driver spec's device and the claim's (Naming.DeviceIDs), or the
-// claim's alone with legacySpecs.
-func wantIDs(c *resourceapi.ResourceClaim, legacySpecs bool) []string {
+// wantIDs are the CDI device IDs that a prepare of c in format f must
+// return: per device, the driver spec's device then the static device
+// spec's (idsStatic) or the claim's (idsClaimSpec), or the claim's alone
+// (idsSelfContained).
+func wantIDs(c *resourceapi.ResourceClaim, f idFormat) []string {
 	n := cdi.NewNaming(driverName)
 	var ids []string
 	for _, r := range c.Status.Allocation.Devices.Results {
-		if legacySpecs {
-			ids = append(ids, n.DeviceID(string(c.UID), r.Device))
-		} else {
+		switch f {
+		case idsStatic:
+			ids = append(ids, n.StaticDeviceIDs(r.Device)...)
+		case idsClaimSpec:
 			ids = append(ids, n.DeviceIDs(string(c.UID), r.Device)...)
+		case idsSelfContained:
+			ids = append(ids, n.DeviceID(string(c.UID), r.Device))
 		}
 	}
 	return ids
@@ -209,6 +321,21 @@ type claimModel struct {
 	// migUUIDs are the recorded UUIDs of the claim's dynamic MIG devices
 	// at the last check (nil when it was not prepared).
 	migUUIDs []string
+	// claim is the claim; static tells whether a plugin of the static
+	// format prepares it with the static device spec (staticClaims).
+	claim  *resourceapi.ResourceClaim
+	static bool
+	// format is the format of its IDs when prepared (idsNone when not).
+	format idFormat
+}
+
+// afterPrepare is the format of m's IDs once a prepare by a plugin of
+// format returned: a prepared claim keeps its own.
+func (m *claimModel) afterPrepare(format specFormat) idFormat {
+	if m.prepared {
+		return m.format
+	}
+	return newClaimFormat(format, m.static)
 }
 
 type killMode string
@@ -219,11 +346,19 @@ const (
 	killStartup killMode = "startup"
 	killMIG     killMode = "migevent"
 	killShare   killMode = "shareevent"
-	// killDriverSpec: right after the k-th file-system event on the
-	// driver-wide spec or its temporary file, when the child's start-up
-	// has to write it (see driverspec_test.go).
+	// killDriverSpec, killDeviceSpec: right after the k-th file-system
+	// event on the driver-wide spec, or the static device spec, or its
+	// temporary file, when the child's start-up has to write it (see
+	// driverspec_test.go).
 	killDriverSpec killMode = "driverspec"
+	killDeviceSpec killMode = "devicespec"
 )
+
+// specWriteEvents are the file-system events of one staged spec write in
+// the watched directories: the temporary file's creation, write and chmod,
+// its rename out of the staging directory, the spec's creation by the
+// rename.
+const specWriteEvents = 5
 
 // stats count what the run covered; they are logged at the end.
 type stats struct {
@@ -241,9 +376,14 @@ type stats struct {
 	specsRecreated    int
 	orphansRemoved    int
 	childOutputErrors int
-	mig               migStats    // dynamic MIG only
-	shares            sharesStats // GPU shares only
-	driver            driverSpecStats
+	// killsInWrite counts the kills that left a new temporary file of a
+	// claim spec's or a record's write (landed inside it), by kind;
+	// tempsSeen are the temporary files seen so far, by path.
+	killsInWrite map[string]int
+	tempsSeen    map[string]bool
+	mig          migStats    // dynamic MIG only
+	shares       sharesStats // GPU shares only
+	driver       driverSpecStats
 }
 
 func killCount(t *testing.T) int {
@@ -275,6 +415,12 @@ func TestCrashConsistency(t *testing.T) {
 	runCrashTest(t, scenario{})
 }
 
+// TestCrashConsistencyClaimSpecs: the static kills with the previous format
+// (a claim spec for every claim) and the plugin's by turns.
+func TestCrashConsistencyClaimSpecs(t *testing.T) {
+	runCrashTest(t, scenario{ClaimSpecs: true})
+}
+
 // TestCrashConsistencyLegacySpecs: the static kills with a plugin from
 // before the driver-wide spec.
 func TestCrashConsistencyLegacySpecs(t *testing.T) {
@@ -294,7 +440,9 @@ func runCrashTest(t *testing.T, sc scenario) {
 
 	root := t.TempDir()
 	d := dirs{DriverRoot: filepath.Join(root, "driver"), CDI: filepath.Join(root, "cdi"), Checkpoint: filepath.Join(root, "plugin", "claims")}
-	watched := []string{d.CDI, d.Checkpoint}
+	// The staging directory too: the temporary files of the spec writes
+	// live there, and their events are kill points inside the writes.
+	watched := []string{d.CDI, stagingDir(d), d.Checkpoint}
 	if sc.DynamicMIG {
 		d.MIGState = filepath.Join(root, "mig", mockmachine.MIGStateFile)
 		watched = append(watched, filepath.Dir(d.MIGState))
@@ -329,11 +477,16 @@ func runCrashTest(t *testing.T, sc scenario) {
 	if sc.Shares {
 		checkSharesScenario(t, ctx, d, claims)
 	}
+	p0, err := startPlugin(ctx, d, sc.DynamicMIG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	static := staticClaims(t, p0, claims)
 	model := map[string]*claimModel{}
 	for _, c := range claims {
-		model[string(c.UID)] = &claimModel{}
+		model[string(c.UID)] = &claimModel{claim: c, static: static[string(c.UID)]}
 	}
-	st := &stats{kills: map[killMode]int{}, maxTempsLeft: map[string]int{}}
+	st := &stats{kills: map[killMode]int{}, maxTempsLeft: map[string]int{}, killsInWrite: map[string]int{}, tempsSeen: map[string]bool{}}
 	modes := []killMode{killDelay, killFSEvent, killStartup}
 	if sc.DynamicMIG {
 		modes = append(modes, killMIG)
@@ -341,16 +494,23 @@ func runCrashTest(t *testing.T, sc scenario) {
 	if sc.Shares {
 		modes = append(modes, killShare)
 	}
+	format := sc.firstFormat()
 	for i := range kills {
 		mode := modes[rng.IntN(len(modes))]
-		if w := driverSpecToWrite(t, d, sc, st); w == writeMissing || (w == writeStale && rng.IntN(2) == 0) {
-			mode = killDriverSpec
+		var targets []sharedSpec
+		for _, k := range sharedSpecs {
+			if w := sharedSpecToWrite(t, k, d, format, st); w == writeMissing || (w == writeStale && rng.IntN(2) == 0) {
+				targets = append(targets, k)
+			}
+		}
+		if len(targets) > 0 {
+			mode = targets[rng.IntN(len(targets))].killMode()
 		}
 		childSeed := rng.Uint64()
-		cfg := childConfig{Dirs: d, Seed: childSeed, scenario: sc}
+		cfg := childConfig{Dirs: d, Seed: childSeed, scenario: sc, Format: format}
 		events, waitErr, stderr := runAndKill(t, cfg, mode, rng, watcher, st)
 		st.kills[mode]++
-		applyEvents(t, i, mode, events, model, st)
+		applyEvents(t, i, mode, format, events, model, st)
 		if ws, ok := waitErr.(*exec.ExitError); !ok || ws.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("kill %d (%s): the child did not die of SIGKILL: %v\nstderr:\n%s", i, mode, waitErr, stderr)
 		}
@@ -360,12 +520,12 @@ func runCrashTest(t *testing.T, sc scenario) {
 		if t.Failed() {
 			t.Fatalf("kill %d (%s, child seed %d) broke an invariant; stderr of the child:\n%s", i, mode, childSeed, stderr)
 		}
-		verifyAfterRestart(t, ctx, i, d, sc, claims, model, st, rng)
+		format = verifyAfterRestart(t, ctx, i, d, sc, format, mode, claims, model, st, rng)
 		if t.Failed() {
-			t.Fatalf("kill %d (%s, child seed %d) broke an invariant", i, mode, childSeed)
+			t.Fatalf("kill %d (%s, child seed %d, format %s) broke an invariant", i, mode, childSeed, cfg.Format)
 		}
 	}
-	finalCleanup(t, ctx, d, sc, claims)
+	finalCleanup(t, ctx, d, sc, format, claims)
 
 	t.Logf("kill points tried: %d (delay after ready %d, file-system event %d, start-up %d); kills with an operation in flight: %d; "+
 		"interrupted operations found prepared %d / not prepared %d; operations completed by the children: %d; repeated prepares checked: %d; "+
@@ -379,6 +539,8 @@ func runCrashTest(t *testing.T, sc scenario) {
 	if sc.Shares {
 		logSharesStats(t, st)
 	}
+	t.Logf("kills inside a claim spec's write (temporary file left): %d; inside a record's write: %d",
+		st.killsInWrite[writeClaimSpec], st.killsInWrite[writeRecord])
 	logDriverSpecStats(t, st)
 	if kills >= 50 && st.killedInFlight == 0 {
 		t.Errorf("no kill landed while an operation was in flight: the kill points do not exercise the writes")
@@ -409,7 +571,7 @@ func runAndKill(t *testing.T, child childConfig, mode killMode, rng *rand.Rand, 
 		t.Fatal(err)
 	}
 	// Forget the events of the previous round and of the parent's checks.
-	drain(watcher)
+	quiesce(t, watcher, child.Dirs.Checkpoint)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -467,16 +629,20 @@ func runAndKill(t *testing.T, child childConfig, mode killMode, rng *rand.Rand, 
 			time.Sleep(time.Duration(rng.Int64N(int64(span))))
 		case <-timeout:
 		}
-	case killDriverSpec:
-		// A write is a temporary file created, written, renamed: the
-		// kill lands before, inside or after the rename. The ready
-		// child has written it.
-		k := 1 + rng.IntN(4)
+	case killDriverSpec, killDeviceSpec:
+		// A write is a temporary file created, written, renamed (see
+		// specWriteEvents): the kill lands inside the write or right
+		// after the rename. The ready child has written it.
+		spec := driverSpecKind
+		if mode == killDeviceSpec {
+			spec = deviceSpecKind
+		}
+		k := 1 + rng.IntN(specWriteEvents)
 	driverWait:
 		for seen := 0; seen < k; {
 			select {
 			case ev := <-watcher.Events:
-				if isDriverSpecFile(filepath.Base(ev.Name)) {
+				if spec.isFile(filepath.Base(ev.Name)) {
 					seen++
 				}
 			case err := <-watcher.Errors:
@@ -523,19 +689,39 @@ func runAndKill(t *testing.T, child childConfig, mode killMode, rng *rand.Rand, 
 	return evs, waitErr, stderr.Bytes()
 }
 
-func drain(w *fsnotify.Watcher) {
+// quiesce consumes the watcher's events up to the removal of a sentinel
+// file that it creates and removes in dir, a watched directory: inotify
+// queues the events of all the watches of a watcher in order, so that
+// every event of the parent's own writes (its checks, the restart's, its
+// changes between children) is consumed, and none counts as one of the
+// next child's.
+func quiesce(t *testing.T, w *fsnotify.Watcher, dir string) {
+	t.Helper()
+	sentinel := filepath.Join(dir, ".crash-sentinel")
+	if err := os.WriteFile(sentinel, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(sentinel); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(childTimeout)
 	for {
 		select {
-		case <-w.Events:
-		case <-w.Errors:
-		default:
-			return
+		case ev := <-w.Events:
+			if ev.Name == sentinel && ev.Has(fsnotify.Remove) {
+				return
+			}
+		case err := <-w.Errors:
+			t.Logf("inotify: %v", err)
+		case <-timeout:
+			t.Fatalf("no removal event of the sentinel file %s within %v", sentinel, childTimeout)
 		}
 	}
 }
 
-// applyEvents folds the child's reports into the model.
-func applyEvents(t *testing.T, round int, mode killMode, events []event, model map[string]*claimModel, st *stats) {
+// applyEvents folds the reports of the child (of format) into the model,
+// checking that each prepare returned the IDs of the claim's format.
+func applyEvents(t *testing.T, round int, mode killMode, format specFormat, events []event, model map[string]*claimModel, st *stats) {
 	t.Helper()
 	for _, e := range events {
 		switch e.Op {
@@ -562,7 +748,15 @@ func applyEvents(t *testing.T, round int, mode killMode, events []event, model m
 				continue
 			}
 			m.inflight = ""
-			m.prepared = e.Op == "prepare"
+			if e.Op == "prepare" {
+				f := m.afterPrepare(format)
+				if want := wantIDs(m.claim, f); !slices.Equal(e.IDs, want) {
+					t.Errorf("kill %d: a prepare of claim %s by a plugin of format %s returned %v, want %v (%s)", round, e.UID, format, e.IDs, want, f)
+				}
+				m.prepared, m.format = true, f
+			} else {
+				m.prepared, m.format = false, idsNone
+			}
 			st.opsDone++
 		}
 	}
@@ -575,18 +769,31 @@ func applyEvents(t *testing.T, round int, mode killMode, events []event, model m
 }
 
 // verifyAfterRestart opens a fresh state over the directories, as the
-// restarted plugin does, and checks every invariant against the model. It
-// leaves the model exact (no operation in flight).
+// restarted plugin of the killed child's format does, and checks every
+// invariant against the model. It leaves the model exact (no operation in
+// flight), and returns the format of the next child: sc.ClaimSpecs
+// switches it at random, to the plugin's (an upgrade: the claims recorded
+// in the previous format keep it), or to the previous one after
+// unpreparing the claims with static IDs, which a plugin of that format
+// could not resolve (a downgrade of a drained node).
+//
+// Per claim: one reported prepared is still prepared, one reported
+// unprepared is not; a prepared one has the IDs of its format (recorded,
+// and returned by a repeated prepare), which the CDI library resolves to
+// its devices' nodes; with static IDs it has no claim spec, with others
+// its spec, of the format its IDs tell; an unprepared one has no spec. No
+// spec is an orphan, and the CDI, staging and checkpoint directories hold
+// nothing else but temporary files.
 //
 // With dynamic MIG it also checks the MIG devices (see verifyMIG), and may
 // switch a GPU that a claim gets whole into MIG mode for the next child's
 // prepare to switch it out (rng). With GPU shares it also checks the
 // daemon markers, the specs' limits and the records' shares (see
-// verifyShares). It checks the driver-wide spec before and after the
-// restart, and may make it stale or remove it for the next child's
-// start-up to write (see driverspec_test.go).
-func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc scenario,
-	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats, rng *rand.Rand) {
+// verifyShares). It checks the shared specs before and after the restart,
+// and may make one stale or remove it for the next child's start-up to
+// write (see driverspec_test.go).
+func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc scenario, format specFormat, mode killMode,
+	claims []*resourceapi.ResourceClaim, model map[string]*claimModel, st *stats, rng *rand.Rand) specFormat {
 	t.Helper()
 	dynamicMIG := sc.DynamicMIG
 	// A fresh machine: with dynamic MIG, the MIG state the child left.
@@ -601,13 +808,14 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 		// What the kill left, before the reconcile re-applies anything.
 		sharesBeforeReconcile(t, round, d, p, claims, model, st)
 	}
-	// What the kill left of the driver spec, before the restart writes it.
-	checkDriverSpecAfterKill(t, round, d, sc, p, st)
-	state, specDir, loadErrs, err := openState(ctx, d, p, sc.LegacySpecs)
+	// What the kill left of the writes, before the restart writes.
+	countInterruptedWrites(t, d, st)
+	checkSharedSpecsAfterKill(t, round, d, sc, format, mode, p, st)
+	state, specDir, loadErrs, err := openState(ctx, d, p, format)
 	if err != nil {
 		t.Fatalf("kill %d: restart: %v", round, err)
 	}
-	checkDriverSpecAfterRestart(t, round, d, sc, p)
+	checkSharedSpecsAfterRestart(t, round, d, format, p)
 	if len(loadErrs) > 0 {
 		t.Errorf("kill %d: the checkpoint holds unreadable records (torn write?): %v", round, loadErrs)
 	}
@@ -629,13 +837,20 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 	}
 
 	prepared := state.PreparedClaims()
-	var driverSpec *cdiapi.Spec
-	if !sc.LegacySpecs {
-		if driverSpec, err = cdiapi.ReadSpec(driverSpecPath(d), 0); err != nil {
-			t.Errorf("kill %d: the driver spec is unusable: %v", round, err)
+	recs := readRecords(t, d)
+	// The shared specs as the container runtime reads them (nil: none).
+	shared := map[sharedSpec]*cdiapi.Spec{}
+	for _, k := range sharedSpecs {
+		spec, err := cdiapi.ReadSpec(k.path(d), 0)
+		switch {
+		case err == nil:
+			shared[k] = spec
+		case !os.IsNotExist(err):
+			t.Errorf("kill %d: the %s is unusable: %v", round, k, err)
 		}
 	}
 	cache := newCDICache(t, round, d)
+	var withSpec []string // prepared claims with a claim spec
 	for _, c := range claims {
 		uid := string(c.UID)
 		m := model[uid]
@@ -654,7 +869,13 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 				st.inflightGone++
 			}
 		}
-		m.inflight, m.prepared = "", got
+		// A prepared claim keeps the format of its IDs; one the child
+		// was preparing anew has its format's.
+		f := idsNone
+		if got {
+			f = m.afterPrepare(format)
+		}
+		m.inflight, m.prepared, m.format = "", got, f
 
 		specPath := specDir.Path(uid)
 		if !got {
@@ -663,28 +884,52 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 			}
 			continue
 		}
-		// The spec is complete and valid for the CDI library, and a
-		// repeated prepare returns the same IDs.
-		spec, err := cdiapi.ReadSpec(specPath, 0)
-		if err != nil {
-			t.Errorf("kill %d: claim %s is prepared but its spec is unusable: %v", round, uid, err)
+		if f != newClaimFormat(format, m.static) {
+			st.driver.otherFormat++
+		}
+		want := wantIDs(c, f)
+		rec := recs[uid]
+		if rec == nil {
+			t.Errorf("kill %d: claim %s is prepared without a record", round, uid)
 			continue
 		}
-		for _, id := range wantIDs(c, sc.LegacySpecs) {
+		if ids := recordedIDs(rec); !slices.Equal(ids, want) {
+			t.Errorf("kill %d: claim %s is recorded with the IDs %v, want %v (%s)", round, uid, ids, want, f)
+		}
+		// The claim's spec: none with static IDs; else complete and valid
+		// for the CDI library, of the format its IDs tell.
+		var spec *cdiapi.Spec
+		if f == idsStatic {
+			st.driver.staticChecked++
+			if _, err := os.Stat(specPath); !os.IsNotExist(err) {
+				t.Errorf("kill %d: claim %s has static IDs, but a claim spec %s (%v)", round, uid, specPath, err)
+			}
+		} else {
+			withSpec = append(withSpec, uid)
+			if spec, err = cdiapi.ReadSpec(specPath, 0); err != nil {
+				t.Errorf("kill %d: claim %s is prepared but its spec is unusable: %v", round, uid, err)
+				continue
+			}
+			st.driver.claimSpecChecked++
+			claimSpecFormat(t, round, uid, spec, f, p)
+		}
+		// Every ID names a device of the spec it references.
+		for _, id := range want {
 			_, class, name := parseID(id)
-			switch {
-			case class == cdi.DriverClass && sc.LegacySpecs:
-				t.Errorf("kill %d: claim %s of a plugin from before the driver spec references it (%s)", round, uid, id)
-			case class == cdi.DriverClass:
-				if driverSpec != nil && driverSpec.GetDevice(name) == nil {
-					t.Errorf("kill %d: the driver spec lacks device %s of claim %s", round, name, uid)
-				}
-			case spec.GetDevice(name) == nil:
-				t.Errorf("kill %d: spec of claim %s lacks device %s", round, uid, name)
+			var in *cdiapi.Spec
+			switch class {
+			case cdi.DriverClass:
+				in = shared[driverSpecKind]
+			case cdi.DeviceClass:
+				in = shared[deviceSpecKind]
+			default:
+				in = spec
+			}
+			if in == nil || in.GetDevice(name) == nil {
+				t.Errorf("kill %d: claim %s: no spec has the device %s of its ID %s", round, uid, name, id)
 			}
 		}
-		claimSpecFormat(t, round, uid, spec, sc, p)
-		checkInjection(t, round, cache, c, sc, p, st)
+		checkInjection(t, round, cache, c, want, rec, p, st)
 		devs, err := state.Prepare(ctx, c)
 		if err != nil {
 			t.Errorf("kill %d: repeated prepare of claim %s: %v", round, uid, err)
@@ -700,30 +945,36 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 			}
 			shareIDs = append(shareIDs, id)
 		}
-		if want := wantIDs(c, sc.LegacySpecs); !slices.Equal(ids, want) {
-			t.Errorf("kill %d: repeated prepare of claim %s returned %v, want %v", round, uid, ids, want)
+		if !slices.Equal(ids, want) {
+			t.Errorf("kill %d: repeated prepare of claim %s returned %v, want %v (%s)", round, uid, ids, want, f)
 		}
 		if !slices.Equal(shareIDs, wantShareIDs(c)) {
 			t.Errorf("kill %d: repeated prepare of claim %s returned share IDs %q, want %q", round, uid, shareIDs, wantShareIDs(c))
 		}
 	}
 
-	// No orphans: the specs of this driver are exactly the prepared claims'.
+	// No orphans: the specs of this driver are exactly those of the
+	// prepared claims without static IDs.
 	uids, err := specDir.ClaimUIDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(uids, prepared) {
-		t.Errorf("kill %d: specs of this driver %v, prepared claims %v", round, uids, prepared)
+	slices.Sort(withSpec)
+	if !slices.Equal(uids, withSpec) {
+		t.Errorf("kill %d: specs of this driver %v, prepared claims with a claim spec %v (prepared %v)", round, uids, withSpec, prepared)
 	}
 	// Nothing else lies in the directories but temporary files, which
 	// neither the CDI library nor the checkpoint reader picks up.
 	expected := map[string]bool{}
-	if !sc.LegacySpecs {
-		expected[driverSpecPath(d)] = true
+	if format != formatLegacy {
+		for _, k := range sharedSpecs {
+			expected[k.path(d)] = true
+		}
+	}
+	for _, uid := range withSpec {
+		expected[filepath.Join(d.CDI, filepath.Base(specDir.Path(uid)))] = true
 	}
 	for _, uid := range prepared {
-		expected[filepath.Join(d.CDI, filepath.Base(specDir.Path(uid)))] = true
 		expected[filepath.Join(d.Checkpoint, uid+".json")] = true
 	}
 	for _, dir := range []string{d.CDI, d.Checkpoint} {
@@ -761,13 +1012,79 @@ func verifyAfterRestart(t *testing.T, ctx context.Context, round int, d dirs, sc
 		switchWholeGPUsIntoMIG(t, round, p, claims, prepared, rng, st)
 	}
 	if sc.Shares {
-		verifyShares(t, round, d, p, specDir, claims, prepared, st)
+		verifyShares(t, round, d, p, specDir, shared[deviceSpecKind], claims, prepared, model, st)
 	}
 	for _, m := range model {
 		m.touched = false
 	}
+	next := format
+	if sc.ClaimSpecs && rng.IntN(4) == 0 {
+		next = formatStatic
+		if format == formatStatic {
+			// A plugin of the previous format has no device spec to
+			// resolve static IDs with: before the downgrade, the claims
+			// with static IDs are unprepared (the node drained).
+			next = formatClaimSpecs
+			for _, c := range claims {
+				if m := model[string(c.UID)]; m.format == idsStatic {
+					if err := state.Unprepare(ctx, c.Namespace, c.Name, c.UID); err != nil {
+						t.Errorf("kill %d: unpreparing claim %s before a downgrade: %v", round, c.UID, err)
+					}
+					m.prepared, m.format = false, idsNone
+					st.driver.drained++
+				}
+			}
+			if uids := referencing(t, deviceSpecKind, d, sc, readRecords(t, d)); len(uids) > 0 {
+				t.Errorf("kill %d: claims %v have static IDs after the drain", round, uids)
+			}
+		}
+	}
+	if next != format {
+		st.driver.formatSwitches++
+	}
 	// For the next child's start-up to (re)write.
-	changeDriverSpec(t, d, sc, p, rng, st, round)
+	changeSharedSpecs(t, d, sc, next, p, rng, st, round)
+	return next
+}
+
+// The kinds of writes whose interruptions countInterruptedWrites counts.
+const (
+	writeClaimSpec = "claim spec"
+	writeRecord    = "record"
+)
+
+// countInterruptedWrites counts the kinds of the writes that the kill
+// interrupted between their temporary file's creation and its rename: the
+// new temporary files of claim specs (in the staging directory) and of
+// records (in the checkpoint directory). Those of the shared specs are
+// counted by checkSharedSpecsAfterKill.
+func countInterruptedWrites(t *testing.T, d dirs, st *stats) {
+	t.Helper()
+	// ".<claim spec file name>.<random>.tmp", the file name without the UID and extension.
+	claimSpecTemp := "." + strings.TrimSuffix(cdi.NewNaming(driverName).SpecFileName(""), ".json")
+	seen := map[string]bool{}
+	for _, dir := range []string{stagingDir(d), d.Checkpoint} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			path := filepath.Join(dir, e.Name())
+			if !durable.IsTemp(e.Name()) || st.tempsSeen[path] {
+				continue
+			}
+			st.tempsSeen[path] = true
+			switch {
+			case dir == d.Checkpoint:
+				seen[writeRecord] = true
+			case strings.HasPrefix(e.Name(), claimSpecTemp):
+				seen[writeClaimSpec] = true
+			}
+		}
+	}
+	for kind := range seen {
+		st.killsInWrite[kind]++
+	}
 }
 
 // parseID splits a qualified CDI device ID.
@@ -777,15 +1094,15 @@ func parseID(id string) (vendor, class, name string) {
 	return vendor, class, name
 }
 
-// finalCleanup unprepares every claim after the last restart: nothing of
-// this driver may be left.
-func finalCleanup(t *testing.T, ctx context.Context, d dirs, sc scenario, claims []*resourceapi.ResourceClaim) {
+// finalCleanup unprepares every claim after the last restart (of format):
+// nothing of this driver may be left but the shared specs.
+func finalCleanup(t *testing.T, ctx context.Context, d dirs, sc scenario, format specFormat, claims []*resourceapi.ResourceClaim) {
 	t.Helper()
 	p, err := startPlugin(ctx, d, sc.DynamicMIG)
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, specDir, _, err := openState(ctx, d, p, sc.LegacySpecs)
+	state, specDir, _, err := openState(ctx, d, p, format)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -801,8 +1118,8 @@ func finalCleanup(t *testing.T, ctx context.Context, d dirs, sc scenario, claims
 	if uids, err := specDir.ClaimUIDs(); err != nil || len(uids) != 0 {
 		t.Errorf("specs left after unpreparing all: %v %v", uids, err)
 	}
-	// The driver spec stays: nothing removes it.
-	checkDriverSpecAfterRestart(t, -1, d, sc, p)
+	// The shared specs stay: nothing removes them.
+	checkSharedSpecsAfterRestart(t, -1, d, format, p)
 	store, err := checkpoint.NewStore(d.Checkpoint)
 	if err != nil {
 		t.Fatal(err)

@@ -252,7 +252,8 @@ func (k giKey) String() string {
 }
 
 // verifyMIG checks, after the reconcile of a restart, the MIG devices
-// against the checkpoint and the specs:
+// against the checkpoint and the claim specs (a claim of a whole GPU may
+// have static IDs and none; verifyAfterRestart checks which):
 //   - (d) no record is left with an intent (a MIG device not recorded as
 //     created);
 //   - (a) the GPU instances on every GPU are exactly those of the created
@@ -363,9 +364,11 @@ func verifyMIG(t *testing.T, round int, d dirs, p *plugin, specDir *cdi.SpecDir,
 			t.Errorf("kill %d: claim %s is prepared without a record", round, uid)
 			continue
 		}
+		// A claim with static IDs (a whole GPU) has none; one with a MIG
+		// device has one, or verifyAfterRestart reports it.
 		spec, err := cdiapi.ReadSpec(specDir.Path(uid), 0)
 		if err != nil {
-			continue // reported by verifyAfterRestart
+			spec = nil
 		}
 		for _, dev := range rec.Devices {
 			if set, ok := p.set.Get(dev.Device); ok && set.Partitionable {
@@ -375,7 +378,7 @@ func verifyMIG(t *testing.T, round int, d dirs, p *plugin, specDir *cdi.SpecDir,
 				}
 			}
 			m := dev.MIG
-			if m == nil || !m.Created {
+			if m == nil || !m.Created || spec == nil {
 				continue
 			}
 			_, _, name := parseID(naming.DeviceID(uid, dev.Device))

@@ -91,18 +91,41 @@ func (p *plugin) driverSpec() (*specs.Spec, error) {
 	return cdi.DriverSpec(cdi.NewNaming(driverName), p.edits.Common())
 }
 
-// openState opens the claim state over d as the plugin's start-up does:
-// it writes the driver-wide spec (SpecDir.WriteDriverSpec), then builds the
-// state with Options.UseDriverSpec, so that new claims' specs reference the
-// driver spec. With legacySpecs it is a plugin from before the driver spec
-// instead: no driver spec, self-contained claim specs.
-func openState(ctx context.Context, d dirs, p *plugin, legacySpecs bool) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
+// deviceSpec is the static device CDI spec of p, as the plugin's start-up
+// builds it (claimstate.StaticDeviceSpec): every device of the node but
+// the dynamic MIG devices. No device of the mock machines may be left out.
+func (p *plugin) deviceSpec() (*specs.Spec, error) {
+	spec, errs, err := claimstate.StaticDeviceSpec(cdi.NewNaming(driverName), p.set, p.edits)
+	if err != nil {
+		return nil, err
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("static device spec: %w", errors.Join(errs...))
+	}
+	if spec == nil {
+		return nil, errors.New("static device spec: no device")
+	}
+	return spec, nil
+}
+
+// openState opens the claim state over d as the start-up of a plugin of
+// format does (pkg/plugin's openClaimState for formatStatic): with
+// formatStatic and formatClaimSpecs it writes the driver-wide spec
+// (SpecDir.WriteDriverSpec) before anything can write a claim spec that
+// references it, and builds the state with Options.UseDriverSpec; with
+// formatStatic it writes the static device spec next
+// (SpecDir.WriteDeviceSpec) and passes it (Options.DeviceSpec), so that
+// exclusive claims without settings of their own get no claim spec. With
+// formatLegacy it is a plugin from before the driver spec: no driver spec,
+// self-contained claim specs. Whatever the format, a recorded claim keeps
+// the format of its recorded CDI IDs.
+func openState(ctx context.Context, d dirs, p *plugin, format specFormat) (*claimstate.State, *cdi.SpecDir, []checkpoint.LoadError, error) {
 	naming := cdi.NewNaming(driverName)
 	specDir, err := cdi.NewSpecDir(d.CDI, naming)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if !legacySpecs {
+	if format != formatLegacy {
 		// Before anything can write a claim spec that references it: the
 		// start-up reconcile re-creates the missing specs of prepared
 		// claims.
@@ -111,6 +134,15 @@ func openState(ctx context.Context, d dirs, p *plugin, legacySpecs bool) (*claim
 			return nil, nil, nil, err
 		}
 		if _, err := specDir.WriteDriverSpec(spec); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	var deviceSpec *specs.Spec
+	if format == formatStatic {
+		if deviceSpec, err = p.deviceSpec(); err != nil {
+			return nil, nil, nil, err
+		}
+		if _, err := specDir.WriteDeviceSpec(deviceSpec); err != nil {
 			return nil, nil, nil, err
 		}
 	}
@@ -128,7 +160,8 @@ func openState(ctx context.Context, d dirs, p *plugin, legacySpecs bool) (*claim
 	}
 	st, loadErrs, err := claimstate.New(ctx, claimstate.Options{
 		DriverName: driverName, PoolName: nodeName, Devices: p.set, Edits: p.edits,
-		Specs: specDir, Naming: naming, UseDriverSpec: !legacySpecs, Checkpoints: store, BootID: bootID, Sharing: applier, MIG: mig,
+		Specs: specDir, Naming: naming, UseDriverSpec: format != formatLegacy, DeviceSpec: deviceSpec,
+		Checkpoints: store, BootID: bootID, Sharing: applier, MIG: mig,
 	})
 	if err == nil && p.shares != nil {
 		// As the plugin does: the applier reads the recorded claims of

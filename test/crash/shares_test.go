@@ -492,7 +492,12 @@ func sharesBeforeReconcile(t *testing.T, round int, d dirs, p *plugin, claims []
 //     whole;
 //   - (c) the records keep each device's share ID and limits;
 //   - (d) the share of all of a GPU runs no daemon.
-func verifyShares(t *testing.T, round int, d dirs, p *plugin, specDir *cdi.SpecDir, claims []*resourceapi.ResourceClaim, prepared []string, st *stats) {
+//
+// A claim with static IDs (an exclusive GPU, or the share of all of it) has
+// no claim spec: (b) checks its devices' entries in the static device spec
+// (deviceSpec) instead.
+func verifyShares(t *testing.T, round int, d dirs, p *plugin, specDir *cdi.SpecDir, deviceSpec *cdiapi.Spec, claims []*resourceapi.ResourceClaim,
+	prepared []string, model map[string]*claimModel, st *stats) {
 	t.Helper()
 	s := &st.shares
 	_, byUID := recordedShares(t, round, d)
@@ -505,7 +510,8 @@ func verifyShares(t *testing.T, round int, d dirs, p *plugin, specDir *cdi.SpecD
 		uid := string(c.UID)
 		isPrepared := slices.Contains(prepared, uid)
 		var spec *cdiapi.Spec
-		if isPrepared {
+		static := model[uid].format == idsStatic
+		if isPrepared && !static {
 			var err error
 			if spec, err = cdiapi.ReadSpec(specDir.Path(uid), 0); err != nil {
 				t.Errorf("kill %d: claim %s: spec: %v", round, uid, err)
@@ -533,8 +539,16 @@ func verifyShares(t *testing.T, round int, d dirs, p *plugin, specDir *cdi.SpecD
 				holders[w.gpu] = append(holders[w.gpu], uid)
 			}
 			// (b) the spec.
-			_, _, name := parseID(cdi.NewNaming(driverName).DeviceID(uid, r.Device))
-			dev := spec.GetDevice(name)
+			var dev *cdiapi.Device
+			switch {
+			case static && w.limited:
+				t.Errorf("kill %d: claim %s has static IDs, but a share of %s with limits", round, uid, r.Device)
+			case static && deviceSpec != nil:
+				dev = deviceSpec.GetDevice(r.Device)
+			case !static:
+				_, _, name := parseID(cdi.NewNaming(driverName).DeviceID(uid, r.Device))
+				dev = spec.GetDevice(name)
+			}
 			if dev == nil {
 				continue // reported by the common checks
 			}
@@ -636,7 +650,7 @@ func TestSharedGPUDaemonStopsWithTheLastSharesUnpreparedTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, _, _, err := openState(ctx, d, p, false)
+	state, _, _, err := openState(ctx, d, p, formatStatic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,39 +203,22 @@ func viewOf(t *testing.T, ns, pod, container string) gpuView {
 func allocatedMinors(t *testing.T, c kubernetes.Interface, pod *corev1.Pod) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	// A pod claim names a ResourceClaim directly, or a template whose
-	// generated claim the pod's status names.
-	generated := map[string]string{}
-	for _, st := range pod.Status.ResourceClaimStatuses {
-		if st.ResourceClaimName != nil {
-			generated[st.Name] = *st.ResourceClaimName
-		}
-	}
-	for _, pc := range pod.Spec.ResourceClaims {
-		name := generated[pc.Name]
-		if pc.ResourceClaimName != nil {
-			name = *pc.ResourceClaimName
-		}
-		if name == "" {
-			t.Fatalf("pod %s: claim %s has no ResourceClaim", pod.Name, pc.Name)
-		}
-		claim, err := c.ResourceV1().ResourceClaims(pod.Namespace).Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, claim := range podClaims(t, c, pod, false) {
 		if claim.Status.Allocation == nil {
 			t.Fatalf("claim %s of running pod %s is not allocated", claim.Name, pod.Name)
 		}
 		for _, r := range claim.Status.Allocation.Devices.Results {
 			if r.Driver == driverName {
-				out[pc.Name] = append(out[pc.Name], strings.TrimPrefix(r.Device, "gpu-"))
+				out[name] = append(out[name], strings.TrimPrefix(r.Device, "gpu-"))
 			}
 		}
-		sort.Strings(out[pc.Name])
+		sort.Strings(out[name])
 	}
 	return out
 }
 
+// specFiles lists the claim specs of this driver in cdiRoot: those of the
+// prepared claims with settings of their own (see checkClaimCDI).
 func specFiles(t *testing.T) []string {
 	t.Helper()
 	entries, err := os.ReadDir(cdiRoot)
@@ -318,19 +301,47 @@ func runWave(t *testing.T, c kubernetes.Interface, wave string, files ...string)
 			}
 		}
 	}
-	if n := len(specFiles(t)); n == 0 {
-		t.Errorf("no claim spec in %s while pods run", cdiRoot)
+	// How each claim was prepared for CDI: a claim spec only for the claims
+	// with settings of their own, the static device spec for the others;
+	// no claim spec of another claim.
+	store := claimStore(t)
+	checked := map[string]bool{}
+	withSpec := 0
+	for i := range pods {
+		for _, claim := range podClaims(t, c, &pods[i], false) {
+			if checked[string(claim.UID)] {
+				continue // shared by pods
+			}
+			checked[string(claim.UID)] = true
+			if checkClaimCDI(t, c, store, claim) {
+				withSpec++
+			}
+		}
+	}
+	if files := specFiles(t); len(files) != withSpec {
+		t.Errorf("claim specs %v in %s while the pods run, want those of the %d claims with settings of their own", files, cdiRoot, withSpec)
 	}
 	return views
 }
 
+// deleteWave deletes the pods of wave and waits until their claims are
+// unprepared: their records gone from the plugin's checkpoint (a claim
+// without settings of its own has nothing else), and no claim spec left.
 func deleteWave(t *testing.T, c kubernetes.Interface, wave string) {
 	t.Helper()
+	uids := waveClaimUIDs(t, c, wave)
 	kubectl(t, "delete", "pods", "-A", "-l", "gpudra.demo/wave="+wave, "--wait=true", "--timeout=2m")
 	kubectl(t, "-n", "gpudra-demo", "delete", "resourceclaim", "shared-gpu", "--ignore-not-found", "--wait=true")
+	store := claimStore(t)
 	eventually(t, 2*time.Minute, "claims unprepared and specs removed", func() (bool, string) {
+		var recorded []string
+		for _, uid := range uids {
+			if rec, err := store.Get(string(uid)); err != nil || rec != nil {
+				recorded = append(recorded, fmt.Sprintf("%s (%v)", uid, err))
+			}
+		}
 		files := specFiles(t)
-		return len(files) == 0, fmt.Sprintf("specs left: %v", files)
+		return len(files)+len(recorded) == 0, fmt.Sprintf("specs left: %v; claims still recorded: %v", files, recorded)
 	})
 }
 

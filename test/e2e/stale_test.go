@@ -33,7 +33,12 @@ const staleEventReason = "StaleClaimRemoved"
 // now on gpu-6, younger than the chart's grace period (staleClaims, 5m by
 // default): it stays until a pod's claim that can only get gpu-6 is
 // prepared, which removes it instead of failing with "already prepared for
-// claim ...". Each removal leaves a Warning event on the node.
+// claim ...". Each removal leaves a Warning event on the node. The old
+// record has the CDI IDs of a plugin from before the driver-wide spec (a
+// self-contained claim spec of its own), the fresh one those of an
+// exclusive claim of the current plugin (the static device spec's, no claim
+// spec): a record keeps the format of its IDs, and either is removed with
+// whatever spec it has.
 func TestStaleClaimRecordsDoNotWedgeGPUs(t *testing.T) {
 	draMode(t)
 	c := client(t)
@@ -44,23 +49,24 @@ func TestStaleClaimRecordsDoNotWedgeGPUs(t *testing.T) {
 		t.Fatalf("nodes: %v %v", nodes, err)
 	}
 	node := nodes.Items[0].Name
-	store, err := checkpoint.NewStore(filepath.Join(envOr("GPUDRA_E2E_KUBELET_DIR", "/var/lib/kubelet"), "plugins", driverName, "claims"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := claimStore(t)
 	bootID, err := checkpoint.ReadBootID()
 	if err != nil {
 		t.Fatal(err)
 	}
 	naming := cdi.NewNaming(driverName)
-	record := func(name, device string, preparedAt time.Time) string {
+	record := func(name, device string, preparedAt time.Time, static bool) string {
 		t.Helper()
 		uid := string(uuid.NewUUID())
+		ids := []string{naming.DeviceID(uid, device)}
+		if static {
+			ids = naming.StaticDeviceIDs(device)
+		}
 		rec := &checkpoint.ClaimRecord{
 			BootID: bootID, DriverName: driverName, ClaimUID: uid, Namespace: ns, Name: name, PreparedAt: preparedAt.UTC(),
 			Devices: []checkpoint.PreparedDevice{{
 				Requests: []string{"gpu"}, Pool: node, Device: device, UUID: deviceAttr(t, c, device, resourceslice.AttrUUID),
-				CDIDeviceIDs: []string{naming.DeviceID(uid, device)},
+				CDIDeviceIDs: ids,
 			}},
 			CDISpecName: naming.SpecFileName(uid),
 		}
@@ -77,8 +83,8 @@ func TestStaleClaimRecordsDoNotWedgeGPUs(t *testing.T) {
 		}
 		return rec != nil
 	}
-	old := record("deleted-an-hour-ago", "gpu-5", time.Now().Add(-time.Hour))
-	fresh := record("deleted-just-now", "gpu-6", time.Now())
+	old := record("deleted-an-hour-ago", "gpu-5", time.Now().Add(-time.Hour), false)
+	fresh := record("deleted-just-now", "gpu-6", time.Now(), true)
 	t.Cleanup(func() {
 		_ = exec.Command("kubectl", "delete", "ns", ns, "--wait=true", "--timeout=2m", "--ignore-not-found").Run()
 		// A failed run must not leave its records holding GPUs.
@@ -96,9 +102,14 @@ func TestStaleClaimRecordsDoNotWedgeGPUs(t *testing.T) {
 	})
 	restartPlugin(t, c)
 
-	// The sweep, at start-up: the old record goes, the fresh one stays.
+	specLeft := func(uid string) bool {
+		_, err := os.Stat(filepath.Join(cdiRoot, naming.SpecFileName(uid)))
+		return !os.IsNotExist(err)
+	}
+	// The sweep, at start-up: the old record goes (with the claim spec the
+	// restart may have written for it), the fresh one stays.
 	eventually(t, 2*time.Minute, "the sweep to remove the hour-old stale record", func() (bool, string) {
-		return !recorded(old), "still recorded"
+		return !recorded(old) && !specLeft(old), fmt.Sprintf("still recorded %v, claim spec left %v", recorded(old), specLeft(old))
 	})
 	if ev := staleEvent(t, c, node, old); ev == nil {
 		t.Errorf("no %s event on node %s for claim %s/deleted-an-hour-ago", staleEventReason, node, ns)
@@ -125,12 +136,17 @@ func TestStaleClaimRecordsDoNotWedgeGPUs(t *testing.T) {
 	if recorded(fresh) {
 		t.Errorf("the stale record on gpu-6 is still there although a claim on gpu-6 was prepared")
 	}
+	if specLeft(fresh) {
+		t.Errorf("the stale claim on gpu-6, of static IDs, has a claim spec %s", naming.SpecFileName(fresh))
+	}
 	claim, err := c.ResourceV1().ResourceClaims(ns).Get(ctx, "gpu6", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !recorded(string(claim.UID)) {
 		t.Errorf("claim %s/gpu6 of the running pod is not recorded", ns)
+	} else if checkClaimCDI(t, c, store, claim) {
+		t.Errorf("claim %s/gpu6, exclusive and without a config, has a claim spec", ns)
 	}
 	if ev := staleEvent(t, c, node, fresh); ev == nil {
 		t.Errorf("no %s event on node %s for claim %s/deleted-just-now", staleEventReason, node, ns)
