@@ -34,6 +34,7 @@ helm lint --strict "$REPO/deployments/helm/gpudra" --set mock.enabled=true
 # No mock GPU in MIG mode left over by an aborted run (see the dynamic MIG phase).
 rm -f "$MIG_STATE"
 GPUDRA_HELM_ARGS="--set health.recoveryPeriod=20s" "$HERE/demo.sh" install
+helm test gpudra --namespace gpudra-system --logs --timeout 3m
 cd "$REPO"
 go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
 
