@@ -70,3 +70,7 @@ clean:
 
 bench-dra: ## kubelet-side DRA prepare/unprepare benchmark against the running plugin (root, local cluster up, chart installed)
 	$(GO) run ./cmd/gpudra-bench --claims 8 --concurrency 1,8 --rounds 30 --repeat 5
+
+.PHONY: bench-schedule
+bench-schedule: ## scheduling at cluster scale: 100 and 500 simulated nodes (no kubelets), DRA vs nvidia.com/gpu, through the cluster's kube-scheduler (KUBECONFIG of a running cluster, chart installed)
+	$(GO) run ./cmd/gpudra-bench --simulate-nodes 100,500 --simulate-pods 500

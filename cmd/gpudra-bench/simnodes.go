@@ -462,9 +462,14 @@ func createSimNode(ctx context.Context, cs kubernetes.Interface, i int) (*corev1
 	if err != nil {
 		return nil, fmt.Errorf("create node %s: %w", want.Name, err)
 	}
-	// The API server may drop the status of a create: set it explicitly.
-	n.Status = want.Status
-	if n, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+	// The API server may drop the status of a create: set it explicitly, by
+	// a patch (the node lifecycle controller updates new nodes at once, an
+	// update would conflict).
+	status, err := json.Marshal(map[string]any{"status": want.Status})
+	if err != nil {
+		return nil, fmt.Errorf("status of node %s: %w", want.Name, err)
+	}
+	if n, err = cs.CoreV1().Nodes().Patch(ctx, want.Name, types.StrategicMergePatchType, status, metav1.PatchOptions{}, "status"); err != nil {
 		return nil, fmt.Errorf("set the status of node %s: %w", want.Name, err)
 	}
 	if _, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Create(ctx, newSimLease(n, time.Now()), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

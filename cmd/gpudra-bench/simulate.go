@@ -486,6 +486,9 @@ func sampleSimCPU() cpuSample {
 func simCPU(d map[string]cpuUse, hz int64) (map[string]time.Duration, map[string]string) {
 	out, notes := map[string]time.Duration{}, map[string]string{}
 	for label, u := range d {
+		if label != selfLabel && !slices.Contains(simCPULabels, label) {
+			continue // cpuDelta notes the prepare benchmark's processes missing
+		}
 		out[label] = time.Duration(float64(u.ticks) * float64(time.Second) / float64(hz))
 		if u.note != "" && u.note != "missing" {
 			notes[label] = u.note
@@ -872,6 +875,14 @@ func cleanupSim(ctx context.Context, cs kubernetes.Interface, driver string, wor
 		}
 		if err := cs.CoreV1().Namespaces().Delete(ctx, simNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete namespace %s: %w", simNamespace, err))
+		}
+		// Gone, so that the next run can start (it refuses a leftover one).
+		err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := cs.CoreV1().Namespaces().Get(ctx, simNamespace, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("namespace %s still terminating after 2 minutes (kube-controller-manager's namespace controller removes it): %w", simNamespace, err))
 		}
 	}
 
