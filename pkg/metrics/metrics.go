@@ -57,6 +57,9 @@ type Metrics struct {
 	// API server says no kubelet can use them any more, by trigger:
 	// TriggerPrepare (a prepare needed a device they held) or TriggerSweep.
 	StaleClaimsRemoved *prometheus.CounterVec
+	// DeviceStatusWrites counts the writes of claims' status.devices by
+	// result ("success" or "error"); a failed write never fails the prepare.
+	DeviceStatusWrites *prometheus.CounterVec
 	// APIRequestDuration observes Kubernetes API requests by verb and
 	// resource (see ObserveAPIRequests).
 	APIRequestDuration *prometheus.HistogramVec
@@ -114,6 +117,11 @@ func New() *Metrics {
 		Namespace: "gpudra", Name: "unusable_gpus",
 		Help: "GPUs that NVML enumerates but cannot use (lost or broken at start; published tainted, never prepared): reset them or drain the node.",
 	})
+	m.DeviceStatusWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gpudra", Name: "device_status_writes_total",
+		Help: `Writes of prepared claims' status.devices entries, by result ("success" or "error"; a failed write does not fail the prepare).`,
+	}, []string{"result"})
+	m.Registry.MustRegister(m.DeviceStatusWrites)
 	m.Registry.MustRegister(m.UnhealthyDevices, m.HealthMonitorUp, m.HealthMonitorErrors, m.APIRequestDuration, m.StaleClaimsRemoved, m.UnusableGPUs)
 	m.Registry.MustRegister(m.Requests, m.Duration, m.PreparedClaims, m.CheckpointErrors, m.PublishedDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

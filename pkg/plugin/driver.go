@@ -38,6 +38,15 @@ type driver struct {
 	// warnShares, when set, is called after the prepare of a claim that
 	// holds shares of GPUs that this node cannot enforce (no MPS).
 	warnShares func(ctx context.Context, claim *resourceapi.ResourceClaim)
+	// attributes are the published attributes of the node's devices, by
+	// device name: the device metadata (KEP-5304) of each prepared device,
+	// which the kubeletplugin helper writes to the metadata file it mounts
+	// into the containers. Nil: no metadata.
+	attributes map[string]map[string]resourceapi.DeviceAttribute
+	// writeStatus, when set, is called after each successful prepare to
+	// write the claim's status.devices entries; it must not block on the
+	// API server, and its failures never fail the prepare.
+	writeStatus func(ctx context.Context, claim *resourceapi.ResourceClaim)
 }
 
 var _ kubeletplugin.DRAPlugin = (*driver)(nil)
@@ -69,10 +78,30 @@ func (d *driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 func (d *driver) prepareOne(ctx context.Context, claim *resourceapi.ResourceClaim) (devs []kubeletplugin.Device, err error) {
 	defer recoverInto(&err)
 	devs, err = d.state.Prepare(ctx, claim)
-	if err == nil && d.warnShares != nil && d.state.HoldsShares(string(claim.UID)) {
+	if err != nil {
+		return devs, err
+	}
+	if d.warnShares != nil && d.state.HoldsShares(string(claim.UID)) {
 		d.warnShares(ctx, claim)
 	}
-	return devs, err
+	d.addMetadata(devs)
+	if d.writeStatus != nil {
+		d.writeStatus(ctx, claim)
+	}
+	return devs, nil
+}
+
+// addMetadata attaches each device's published attributes as its device
+// metadata. The attribute maps are shared and never modified.
+func (d *driver) addMetadata(devs []kubeletplugin.Device) {
+	if d.attributes == nil {
+		return
+	}
+	for i := range devs {
+		if attrs, ok := d.attributes[devs[i].DeviceName]; ok {
+			devs[i].Metadata = &kubeletplugin.DeviceMetadata{Attributes: attrs}
+		}
+	}
 }
 
 func (d *driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {

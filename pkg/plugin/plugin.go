@@ -13,6 +13,8 @@ import (
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	metadatav1beta1 "k8s.io/dynamic-resource-allocation/api/metadata/v1beta1"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/klog/v2"
 
@@ -151,6 +153,7 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 		healthResend: cfg.Health.ResendInterval,
 		fatal:        func(err error) { p.cancel(fmt.Errorf("fatal background error: %w", err)) },
 	}
+	drv.attributes, drv.writeStatus = p.deviceInfo(devices)
 	if cfg.ConsumableCapacity.Enabled() && cfg.MPS.DaemonImage == "" {
 		drv.warnShares = func(ctx context.Context, claim *resourceapi.ResourceClaim) {
 			warnSharesNotEnforced(ctx, cfg.KubeClient, cfg.NodeName, claim)
@@ -176,6 +179,13 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 		// Owner-only sockets, whatever the umask (see listenUnix).
 		kubeletplugin.PluginListener(listenUnix),
 		kubeletplugin.RegistrarListener(listenUnix),
+		// Device metadata (KEP-5304): the helper writes each prepared
+		// request's metadata file (the attributes of addMetadata) under the
+		// plugin data directory and a CDI spec, in the runtime's CDI
+		// directory, that mounts it into the containers at
+		// /var/run/kubernetes.io/dra-device-attributes/<claim>/<request>/metadata.json.
+		kubeletplugin.EnableDeviceMetadata(true, []schema.GroupVersion{metadatav1beta1.SchemeGroupVersion}),
+		kubeletplugin.CDIDirectory(cfg.Node.CDIRoot),
 	}
 	if cfg.Kubelet.PodUID != "" {
 		opts = append(opts, kubeletplugin.RollingUpdate(cfg.Kubelet.PodUID))
