@@ -19,6 +19,8 @@ diagnose() {
   kubectl get events -A --sort-by=.lastTimestamp 2>/dev/null | tail -40 >&2 || true
   kubectl -n gpudra-system logs -l app.kubernetes.io/instance=gpudra --all-containers --tail=80 >&2 || true
   ls -l /var/run/cdi >&2 || true
+  # Exclusive claims have no spec there: their records are the checkpoint's.
+  ls -l /var/lib/kubelet/plugins/gpu.nvidia.com/claims >&2 || true
 }
 # The real NVML phase's fake driver root is a mount point of its own (see there).
 REAL_NVML_DIR=/var/lib/gpudra/realnvml
