@@ -211,3 +211,23 @@ func normalizeBusID(s string) string {
 	}
 	return domain + ":" + rest
 }
+
+// project returns the topology of the devices whose GPUs are at positions
+// (in the order of the topology's GPUs; -1: an unusable GPU, no NUMA node
+// and score 0): two MIG devices of one GPU score 0, like a GPU with itself.
+func (t topology) project(positions []int) topology {
+	out := topology{sources: t.sources, numa: make([]int, len(positions)), score: make([][]int, len(positions))}
+	for i, a := range positions {
+		out.numa[i] = -1
+		if a >= 0 && a < len(t.numa) {
+			out.numa[i] = t.numa[a]
+		}
+		out.score[i] = make([]int, len(positions))
+		for j, b := range positions {
+			if a >= 0 && b >= 0 && a < len(t.score) && b < len(t.score[a]) {
+				out.score[i][j] = t.score[a][b]
+			}
+		}
+	}
+	return out
+}
