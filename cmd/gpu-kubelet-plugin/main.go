@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/gfdlabels"
 	"github.com/gpudra/gpudra/pkg/health"
+	"github.com/gpudra/gpudra/pkg/inventory"
 	"github.com/gpudra/gpudra/pkg/kubeclient"
 	"github.com/gpudra/gpudra/pkg/node"
 	"github.com/gpudra/gpudra/pkg/plugin"
@@ -33,6 +36,7 @@ type options struct {
 	kubeconfig         string
 	kubeAPIQPS         float64
 	kubeAPIBurst       int
+	featureLabels      bool
 }
 
 func main() {
@@ -71,6 +75,7 @@ func run(args []string) error {
 	f.String(&o.cfg.MPS.BaseDir, "mps-base-dir", "MPS_BASE_DIR", "/var/lib/gpudra/mps", "host directory of the claims' MPS pipe, log and shm directories; the plugin must see it at the same path")
 	f.String(&o.cfg.MPS.Namespace, "namespace", "POD_NAMESPACE", "", "the plugin's namespace, in which it runs the MPS control daemon pods (set from the downward API)")
 	f.String(&o.cfg.MPS.PriorityClassName, "mps-priority-class-name", "MPS_PRIORITY_CLASS_NAME", "", "priority class of the MPS control daemon pods; empty: none")
+	f.Bool(&o.featureLabels, "feature-labels", "FEATURE_LABELS", true, "publish GPU Feature Discovery compatible nvidia.com/ labels of the node (an NFD NodeFeature when the cluster serves the API, else labels on the node); MIG devices are labeled as by the mixed strategy")
 	f.Bind("v", "VERBOSITY")
 	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +119,12 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.featureLabels {
+		if err := publishFeatureLabels(ctx, o, client, p.Inventory()); err != nil {
+			p.Stop()
+			return err
+		}
+	}
 	select {
 	case <-ctx.Done():
 		logger.Info("Shutting down", "reason", context.Cause(ctx))
@@ -123,6 +134,27 @@ func run(args []string) error {
 		p.Stop()
 		return fmt.Errorf("plugin stopped: %w", p.Err())
 	}
+}
+
+// publishFeatureLabels computes the node's GFD labels and publishes them in
+// the background (retrying): DRA exposes MIG devices one by one, which GFD's
+// mixed strategy describes; no sharing (claims choose their own).
+func publishFeatureLabels(ctx context.Context, o *options, client kubernetes.Interface, inv *inventory.Inventory) error {
+	labels, err := gfdlabels.Compute(inv, gfdlabels.Settings{MIGStrategy: gfdlabels.MIGStrategyMixed})
+	if err != nil {
+		return fmt.Errorf("computing the GPU feature labels: %w", err)
+	}
+	cfg, err := kubeclient.Config(o.kubeconfig, "gpu-kubelet-plugin")
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	pub := &gfdlabels.Publisher{Client: client, Dynamic: dyn, NodeName: o.cfg.NodeName, Namespace: o.cfg.MPS.Namespace}
+	go pub.PublishUntilDone(ctx, labels)
+	return nil
 }
 
 func newClient(o *options) (kubernetes.Interface, error) {
