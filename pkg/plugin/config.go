@@ -47,6 +47,11 @@ type Config struct {
 	// ConsumableCapacity shares whole GPUs between claims (see
 	// shares.go); the zero value turns it off.
 	ConsumableCapacity resourceslice.ConsumableCapacity
+	// DeviceMetadata turns on the device metadata files (KEP-5304) that the
+	// kubeletplugin helper writes and mounts into the containers through
+	// CDI specs in Node.CDIRoot. Off by default: the helper removes them
+	// only on the kubelet's unprepare, not when the stale sweep unprepares.
+	DeviceMetadata bool
 }
 
 // StaleClaimsConfig configures the periodic sweep of stale claims: claims

@@ -153,7 +153,11 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 		healthResend: cfg.Health.ResendInterval,
 		fatal:        func(err error) { p.cancel(fmt.Errorf("fatal background error: %w", err)) },
 	}
-	drv.attributes, drv.writeStatus = p.deviceInfo(devices)
+	attributes, writeStatus := p.deviceInfo(devices)
+	drv.writeStatus = writeStatus
+	if cfg.DeviceMetadata {
+		drv.attributes = attributes
+	}
 	if cfg.ConsumableCapacity.Enabled() && cfg.MPS.DaemonImage == "" {
 		drv.warnShares = func(ctx context.Context, claim *resourceapi.ResourceClaim) {
 			warnSharesNotEnforced(ctx, cfg.KubeClient, cfg.NodeName, claim)
@@ -179,13 +183,15 @@ func (p *Plugin) startKubeletPlugin() (*driver, error) {
 		// Owner-only sockets, whatever the umask (see listenUnix).
 		kubeletplugin.PluginListener(listenUnix),
 		kubeletplugin.RegistrarListener(listenUnix),
+	}
+	if cfg.DeviceMetadata {
 		// Device metadata (KEP-5304): the helper writes each prepared
 		// request's metadata file (the attributes of addMetadata) under the
 		// plugin data directory and a CDI spec, in the runtime's CDI
-		// directory, that mounts it into the containers at
-		// /var/run/kubernetes.io/dra-device-attributes/<claim>/<request>/metadata.json.
-		kubeletplugin.EnableDeviceMetadata(true, []schema.GroupVersion{metadatav1beta1.SchemeGroupVersion}),
-		kubeletplugin.CDIDirectory(cfg.Node.CDIRoot),
+		// directory, that mounts it into the containers under
+		// /var/run/kubernetes.io/dra-device-attributes/.
+		opts = append(opts, kubeletplugin.EnableDeviceMetadata(true, []schema.GroupVersion{metadatav1beta1.SchemeGroupVersion}),
+			kubeletplugin.CDIDirectory(cfg.Node.CDIRoot))
 	}
 	if cfg.Kubelet.PodUID != "" {
 		opts = append(opts, kubeletplugin.RollingUpdate(cfg.Kubelet.PodUID))
