@@ -160,6 +160,8 @@ plugin's own variables.
 - name: SYSFS_ROOT
   value: /host-sys
 {{- end }}
+- name: FEATURE_LABELS
+  value: {{ .Values.featureLabels.enabled | toString | quote }}
 - name: POD_UID
   valueFrom:
     fieldRef:
