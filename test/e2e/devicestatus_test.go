@@ -11,6 +11,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/dynamic-resource-allocation/api/metadata"
 	"k8s.io/dynamic-resource-allocation/devicemetadata"
 	"k8s.io/utils/ptr"
@@ -75,6 +76,9 @@ func TestDeviceStatus(t *testing.T) {
 func TestDeviceMetadata(t *testing.T) {
 	draMode(t)
 	c := client(t)
+	if !metadataEnabled(t, c) {
+		t.Skip("the plugin runs without DEVICE_METADATA=true (chart value extraEnv)")
+	}
 	const ns = "e2e-devmetadata"
 	t.Cleanup(func() { deleteNamespace(t, ns) })
 	path := metadata.ResourceClaimTemplateFilePath(driverName, "dev", "dev")
@@ -118,4 +122,19 @@ func TestDeviceMetadata(t *testing.T) {
 	if len(d.Attributes) != len(published.Attributes) {
 		t.Errorf("%d attributes in the metadata, %d published", len(d.Attributes), len(published.Attributes))
 	}
+}
+
+// metadataEnabled tells whether the plugin pods run with DEVICE_METADATA=true.
+func metadataEnabled(t *testing.T, c kubernetes.Interface) bool {
+	t.Helper()
+	for _, p := range pluginPods(t, c) {
+		for _, ctr := range p.Spec.Containers {
+			for _, e := range ctr.Env {
+				if e.Name == "DEVICE_METADATA" && e.Value == "true" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
