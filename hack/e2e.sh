@@ -55,8 +55,13 @@ shares_phase() { # <GPUDRA_E2E_MODE> <test> <helm --set args...>
 shares_phase shares TestGPUSharesByMemory --set consumableCapacity=memory
 shares_phase shares-4 TestGPUComputeShares --set consumableCapacity=4
 shares_phase shares-unenforced TestGPUSharesNotEnforced --set mps.enabled=false
+# Device metadata (KEP-5304, off by default): whole GPUs again, the metadata
+# files on; then off.
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set consumableCapacity=disabled \
-  --set mps.enabled=true --wait --timeout 3m
+  --set mps.enabled=true --set deviceMetadata.enabled=true --wait --timeout 3m
+plugin_rolled_out
+GPUDRA_E2E_DEVICE_METADATA=1 go test -tags e2e -count=1 -v -timeout 5m -run '^TestDeviceMetadata$' ./test/e2e/
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set deviceMetadata.enabled=false --wait --timeout 3m
 plugin_rolled_out
 
 # Static MIG: the same node as a DGX H100 whose GPUs 0 and 1 are in MIG mode.

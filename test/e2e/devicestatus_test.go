@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,10 @@ func TestDeviceMetadata(t *testing.T) {
 	draMode(t)
 	c := client(t)
 	if !metadataEnabled(t, c) {
-		t.Skip("the plugin runs without DEVICE_METADATA=true (chart value extraEnv)")
+		if os.Getenv("GPUDRA_E2E_DEVICE_METADATA") != "" {
+			t.Fatal("GPUDRA_E2E_DEVICE_METADATA is set (hack/e2e.sh's device metadata phase) but the plugin runs without DEVICE_METADATA=true (chart value deviceMetadata.enabled)")
+		}
+		t.Skip("the plugin runs without DEVICE_METADATA=true (chart value deviceMetadata.enabled)")
 	}
 	const ns = "e2e-devmetadata"
 	t.Cleanup(func() { deleteNamespace(t, ns) })

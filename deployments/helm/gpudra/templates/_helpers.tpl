@@ -162,6 +162,8 @@ plugin's own variables.
 {{- end }}
 - name: FEATURE_LABELS
   value: {{ .Values.featureLabels.enabled | toString | quote }}
+- name: DEVICE_METADATA
+  value: {{ dig "enabled" false (.Values.deviceMetadata | default dict) | toString | quote }}
 - name: POD_UID
   valueFrom:
     fieldRef:
