@@ -10,15 +10,22 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/gpudra/gpudra/pkg/cdi"
 	"github.com/gpudra/gpudra/pkg/deviceplugin"
+	"github.com/gpudra/gpudra/pkg/dpconfig"
 	"github.com/gpudra/gpudra/pkg/flagenv"
+	"github.com/gpudra/gpudra/pkg/gfdlabels"
 	"github.com/gpudra/gpudra/pkg/health"
 	"github.com/gpudra/gpudra/pkg/kubeclient"
 	"github.com/gpudra/gpudra/pkg/node"
@@ -35,6 +42,11 @@ type options struct {
 	failGT1     bool
 	mps         mpsFlags
 	kubeconfig  string
+	// configMap and configDefault name the device-plugin config file:
+	// a ConfigMap in the plugin's namespace of named configs (NVIDIA's
+	// format), and the config of nodes without the selecting node label.
+	configMap, configDefault string
+	featureLabels            bool
 }
 
 // mpsFlags configure the MPS control daemons of --mps-replicas.
@@ -71,7 +83,10 @@ func run(args []string) error {
 	f.String(&o.mps.baseDir, "mps-base-dir", "MPS_BASE_DIR", "/var/lib/gpudra/mps", "host directory of the MPS daemons' pipe, log and shm directories; the plugin must see it at the same path")
 	f.String(&o.mps.namespace, "namespace", "POD_NAMESPACE", "", "the plugin's namespace, in which it runs the MPS control daemon pods (set from the downward API)")
 	f.String(&o.mps.priorityClass, "mps-priority-class-name", "MPS_PRIORITY_CLASS_NAME", "", "priority class of the MPS control daemon pods; empty: none")
-	f.String(&o.kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig for the MPS daemon pods; empty: in-cluster")
+	f.String(&o.kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig for the MPS daemon pods, the config ConfigMap and the feature labels; empty: in-cluster")
+	f.String(&o.configMap, "config-map", "CONFIG_MAP_NAME", "", "ConfigMap in --namespace of named device-plugin configs in NVIDIA's format (version v1); the node label "+dpconfig.NodeLabel+" picks one, else --config-default; re-read on every change without a process restart; its settings replace the flags'. Empty: flags only")
+	f.String(&o.configDefault, "config-default", "CONFIG_DEFAULT", "", "with --config-map: the config of nodes without the label "+dpconfig.NodeLabel)
+	f.Bool(&o.featureLabels, "feature-labels", "FEATURE_LABELS", false, "publish GPU Feature Discovery compatible nvidia.com/ labels of the node (an NFD NodeFeature in --namespace when the cluster serves the API, else labels on the node), again after every config change")
 	f.Duration(&o.driverWatch, "driver-watch-interval", "DRIVER_WATCH_INTERVAL", 30*time.Second, "how often to check whether the NVIDIA driver changed (the plugin then exits to be restarted with a new CDI spec); 0 turns it off")
 	var healthFlags health.Flags
 	healthFlags.AddFlags(f)
@@ -118,8 +133,16 @@ func run(args []string) error {
 	logger := klog.Background().WithName("gpu-device-plugin")
 	ctx = klog.NewContext(ctx, logger)
 
+	if o.configMap != "" || o.featureLabels {
+		if o.nodeName == "" || o.mps.namespace == "" {
+			return fmt.Errorf("--config-map and --feature-labels need --node-name and --namespace (NODE_NAME, POD_NAMESPACE)")
+		}
+	}
+
 	n, err := node.Open(ctx, o.node, node.Options{Mode: node.Plugin, Seed: o.nodeName,
-		Edits: slicesUseCDI(o.cfg.DeviceListStrategies) || o.cfg.PassDeviceSpecs && o.cfg.MIGStrategy != deviceplugin.MIGStrategyNone})
+		// A config file may switch to a CDI strategy or to MIG devices:
+		// have the edits at hand.
+		Edits: o.configMap != "" || slicesUseCDI(o.cfg.DeviceListStrategies) || o.cfg.PassDeviceSpecs && o.cfg.MIGStrategy != deviceplugin.MIGStrategyNone})
 	if err != nil {
 		return err
 	}
@@ -129,35 +152,63 @@ func run(args []string) error {
 	} else if n.Roots.HostDriverRoot != "" {
 		o.cfg.DevRoot = n.Roots.HostDriverRoot
 	}
-	inv, lib, edits := n.Inventory, n.NVML, n.Edits
-	in := deviceplugin.Inputs{Inventory: inv, NVML: lib, Edits: edits}
-	if edits != nil && o.cfg.MIGStrategy != deviceplugin.MIGStrategyNone {
-		if in.DeviceEdits, err = n.DeviceEdits(false); err != nil {
+	r := &runner{o: o, n: n, base: deviceplugin.Inputs{Inventory: n.Inventory, NVML: n.NVML, Edits: n.Edits}}
+	var client kubernetes.Interface
+	if o.configMap != "" || o.featureLabels {
+		restCfg, err := kubeclient.Config(o.kubeconfig, "gpu-device-plugin")
+		if err != nil {
+			return fmt.Errorf("the config ConfigMap and the feature labels need the API server: %w", err)
+		}
+		if client, err = kubernetes.NewForConfig(restCfg); err != nil {
 			return err
 		}
-	}
-	if o.cfg.Sharing.Strategy == deviceplugin.SharingMPS {
-		if in.MPS, err = newMPSDaemons(o, n); err != nil {
-			return err
+		if o.featureLabels {
+			dyn, err := dynamic.NewForConfig(restCfg)
+			if err != nil {
+				return err
+			}
+			r.pub = &gfdlabels.Publisher{Client: client, Dynamic: dyn, NodeName: o.nodeName, Namespace: o.mps.namespace}
 		}
 	}
-	p, err := deviceplugin.NewSet(ctx, o.cfg, in)
-	if err != nil {
-		return err
-	}
-	var mon *health.Monitor
 	if healthFlags.Enabled {
-		if mon, err = health.New(lib, inv.UUIDs(), n.HealthOptions(healthOpts)); err != nil {
+		if r.mon, err = health.New(n.NVML, n.Inventory.UUIDs(), n.HealthOptions(healthOpts)); err != nil {
 			return err
 		}
-	}
-	if err := p.Start(ctx); err != nil {
-		return err
-	}
-	if mon != nil {
-		go mon.Run(ctx)
-		go p.WatchHealth(ctx, mon)
+		go r.mon.Run(ctx)
 		go n.InjectEvents(ctx)
+	}
+
+	if o.configMap != "" {
+		// Wait for the first config (or the first reason there is none)
+		// before registering, so that a node with a config does not
+		// register the flags' resources first.
+		first := make(chan struct{})
+		var once sync.Once
+		firstDone := func() { once.Do(func() { close(first) }) }
+		w := &dpconfig.Watcher{
+			Client:      client,
+			Namespace:   o.mps.namespace,
+			ConfigMap:   o.configMap,
+			NodeName:    o.nodeName,
+			DefaultName: o.configDefault,
+			OnChange: func(ctx context.Context, name string, c *dpconfig.Config) {
+				defer firstDone()
+				r.applyFile(ctx, name, c, cancel)
+			},
+			OnError: func(context.Context, error) { firstDone() },
+		}
+		go w.Run(ctx)
+		select {
+		case <-first:
+		case <-time.After(firstConfigWait):
+			logger.Info("No device plugin config yet: starting with the flags' config", "configMap", klog.KRef(o.mps.namespace, o.configMap), "waited", firstConfigWait)
+		case <-ctx.Done():
+		}
+	}
+	if !r.running() && ctx.Err() == nil {
+		if err := r.apply(ctx, o.cfg, "flags"); err != nil {
+			return err
+		}
 	}
 	go n.WatchDriver(ctx, o.driverWatch, func(before, after string) {
 		cancel(fmt.Errorf("%w (%q -> %q): stopping so that the restarted plugin writes a CDI spec of the new driver", errDriverChanged, before, after))
@@ -165,11 +216,191 @@ func run(args []string) error {
 	<-ctx.Done()
 	cause := context.Cause(ctx)
 	logger.Info("Shutting down", "reason", cause)
-	p.Stop()
-	if errors.Is(cause, errDriverChanged) {
+	r.stop()
+	if errors.Is(cause, errDriverChanged) || errors.Is(cause, errNoPlugins) {
 		return cause
 	}
 	return nil
+}
+
+// firstConfigWait bounds the wait for the config ConfigMap at start-up.
+const firstConfigWait = 30 * time.Second
+
+var errNoPlugins = errors.New("no device plugin runs")
+
+// runner runs the node's device plugin set and replaces it when the
+// config changes. Its methods are safe for concurrent use.
+type runner struct {
+	o    *options
+	n    *node.Node
+	base deviceplugin.Inputs
+	pub  *gfdlabels.Publisher // nil: no feature labels
+	mon  *health.Monitor      // nil: no health monitor
+
+	mu      sync.Mutex
+	cur     *deviceplugin.Set
+	curCfg  deviceplugin.Config
+	stopCur context.CancelFunc // ends the current set's goroutines
+	// Built on first use, kept across sets.
+	devEdits cdi.DeviceEdits
+	mps      deviceplugin.MPSDaemons
+}
+
+func (r *runner) running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur != nil
+}
+
+// applyFile maps the selected config name of the ConfigMap onto the flags'
+// config and applies it. A config the plugin cannot use is logged with
+// its ConfigMap key and the running set stays; when no set runs after a
+// failed switch, ctx is canceled with errNoPlugins.
+func (r *runner) applyFile(ctx context.Context, name string, c *dpconfig.Config, cancel context.CancelCauseFunc) {
+	logger := klog.FromContext(ctx).WithValues("configMap", klog.KRef(r.o.mps.namespace, r.o.configMap), "key", name)
+	cfg, ignored, err := dpconfig.DevicePluginConfig(r.o.cfg, c)
+	if len(ignored) > 0 {
+		slices.Sort(ignored)
+		logger.Info("Device plugin config settings that gpudra does not use: ignored", "settings", ignored)
+	}
+	if err != nil {
+		logger.Error(err, "Device plugin config not usable; keeping the current one")
+		return
+	}
+	r.mu.Lock()
+	same := r.cur != nil && reflect.DeepEqual(cfg, r.curCfg)
+	r.mu.Unlock()
+	if same {
+		logger.V(2).Info("Device plugin config selected; the plugins already run with it")
+		return
+	}
+	source := fmt.Sprintf("ConfigMap %s/%s key %q", r.o.mps.namespace, r.o.configMap, name)
+	if err := r.apply(ctx, cfg, source); err != nil {
+		logger.Error(err, "Device plugin config not usable; keeping the current one")
+		if !r.running() {
+			cancel(fmt.Errorf("%w: %w", errNoPlugins, err))
+		}
+		return
+	}
+	logger.Info("Device plugins restarted with the config")
+}
+
+// apply builds the plugin set of cfg and replaces the running one with
+// it: the new set is built first (an error keeps the running set), then
+// the running set stops (its sockets go: the kubelet counts its devices
+// unavailable until the new registration; running containers are not
+// touched) and the new one starts and registers. When the new set does
+// not start, the previous config is built and started again and the error
+// returned; r.running() tells whether a set runs after an error. After a
+// start the feature labels are published (in the background, retried).
+func (r *runner) apply(ctx context.Context, cfg deviceplugin.Config, source string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set, err := r.build(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("%s: %w", source, err)
+	}
+	prev, prevCfg := r.cur, r.curCfg
+	if prev != nil {
+		r.stopCur()
+		prev.Stop()
+		r.cur = nil
+	}
+	err = r.start(ctx, set, cfg)
+	if err == nil || prev == nil {
+		if err != nil {
+			return fmt.Errorf("%s: %w", source, err)
+		}
+		return nil
+	}
+	err = fmt.Errorf("%s: %w", source, err)
+	again, err2 := r.build(ctx, prevCfg)
+	if err2 == nil {
+		err2 = r.start(ctx, again, prevCfg)
+	}
+	if err2 != nil {
+		return errors.Join(err, fmt.Errorf("restoring the previous config: %w", err2))
+	}
+	return err
+}
+
+// build is deviceplugin.NewSet with the inputs cfg needs.
+func (r *runner) build(ctx context.Context, cfg deviceplugin.Config) (*deviceplugin.Set, error) {
+	in := r.base
+	var err error
+	if in.Edits != nil && cfg.MIGStrategy != "" && cfg.MIGStrategy != deviceplugin.MIGStrategyNone {
+		if r.devEdits == nil {
+			if r.devEdits, err = r.n.DeviceEdits(false); err != nil {
+				return nil, err
+			}
+		}
+		in.DeviceEdits = r.devEdits
+	}
+	if cfg.Sharing.Strategy == deviceplugin.SharingMPS {
+		if r.mps == nil {
+			if r.mps, err = newMPSDaemons(r.o, r.n); err != nil {
+				return nil, err
+			}
+		}
+		in.MPS = r.mps
+	}
+	return deviceplugin.NewSet(ctx, cfg, in)
+}
+
+// start starts set and its health watch and label publishing; r.mu held.
+func (r *runner) start(ctx context.Context, set *deviceplugin.Set, cfg deviceplugin.Config) error {
+	var labels map[string]string
+	if r.pub != nil {
+		var err error
+		if labels, err = gfdlabels.Compute(r.base.Inventory, labelSettings(cfg)); err != nil {
+			return fmt.Errorf("computing the GPU feature labels: %w", err)
+		}
+	}
+	if err := set.Start(ctx); err != nil {
+		return err
+	}
+	setCtx, stop := context.WithCancel(ctx)
+	r.cur, r.curCfg, r.stopCur = set, cfg, stop
+	if r.mon != nil {
+		go set.WatchHealth(setCtx, r.mon)
+	}
+	if r.pub != nil {
+		go r.pub.PublishUntilDone(setCtx, labels)
+	}
+	return nil
+}
+
+// stop stops the running set.
+func (r *runner) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != nil {
+		r.stopCur()
+		r.cur.Stop()
+		r.cur = nil
+	}
+}
+
+// labelSettings are the GFD label settings of cfg: the sharing of the
+// full GPUs' resource (cfg.ResourceName) gives replicas and strategy.
+func labelSettings(cfg deviceplugin.Config) gfdlabels.Settings {
+	s := gfdlabels.Settings{MIGStrategy: cfg.MIGStrategy, Replicas: cfg.Replicas, Renamed: cfg.RenameResource != ""}
+	name := cfg.ResourceName
+	if name == "" {
+		name = deviceplugin.DefaultResourceName
+	}
+	for _, rr := range cfg.Sharing.Resources {
+		if rr.Name == name {
+			s.Replicas, s.Renamed = rr.Replicas, rr.Rename != ""
+		}
+	}
+	if s.Replicas > 1 {
+		s.SharingStrategy = gfdlabels.SharingTimeSlicing
+		if cfg.Sharing.Strategy == deviceplugin.SharingMPS {
+			s.SharingStrategy = gfdlabels.SharingMPS
+		}
+	}
+	return s
 }
 
 var errDriverChanged = errors.New("the NVIDIA driver changed")
