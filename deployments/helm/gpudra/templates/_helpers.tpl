@@ -58,6 +58,15 @@ app.kubernetes.io/component: kubelet-plugin
 {{/*
 Service account of the kubelet plugin.
 */}}
+{{/*
+The device plugin's service account (device-plugin mode): created by
+deviceplugin.yaml when the plugin uses the API (MPS daemons, feature labels,
+config ConfigMap).
+*/}}
+{{- define "gpudra.devicePlugin.serviceAccountName" -}}
+{{- printf "%s-device-plugin" (include "gpudra.fullname" .) }}
+{{- end }}
+
 {{- define "gpudra.kubeletPlugin.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "gpudra.kubeletPlugin.fullname" .) .Values.serviceAccount.name }}
