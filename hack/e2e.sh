@@ -96,8 +96,15 @@ fi
 # (what mode=auto picks on clusters that do not serve resource.k8s.io/v1),
 # then back to DRA, so a release never runs both.
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=device-plugin --wait --timeout 3m
-GPUDRA_E2E_MODE=device-plugin go test -tags e2e -count=1 -v -timeout 10m -run DevicePlugin ./test/e2e/
-helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=dra --wait --timeout 3m
+GPUDRA_E2E_MODE=device-plugin go test -tags e2e -count=1 -v -timeout 10m -run 'DevicePlugin|^TestFeatureLabels$' ./test/e2e/
+# The config file: the test creates the ConfigMap (time-slicing 2 and 4, MPS 2,
+# an unusable one) and switches configs by the node label, without restarts.
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values \
+  --set devicePlugin.config.name=gpudra-e2e-dp-config --set devicePlugin.config.default=ts2 --wait --timeout 3m
+plugin_rolled_out
+GPUDRA_E2E_MODE=device-plugin-config go test -tags e2e -count=1 -v -timeout 10m -run '^TestDevicePluginConfigFile$' ./test/e2e/
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=dra \
+  --set devicePlugin.config.name= --set devicePlugin.config.default= --wait --timeout 3m
 
 # Without mock mode (mock.enabled=false, NVML_BACKEND=real): nvidiaDriverRoot is
 # a fake driver root (test/e2e/fakedriverroot: the mock machine's driver files

@@ -98,15 +98,22 @@ func TestDevicePluginConfigFile(t *testing.T) {
 	})
 	mpsPod := gpuPod(t, c, ns, "mps", 1)
 	waitRunning(t, c, ns, mpsPod.Name)
+	// NVIDIA's per-replica limits are the daemons' defaults: 100/2 percent
+	// of the threads, memory/2.
 	mib, _ := strconv.Atoi(nodeLabels(t, c, node)["nvidia.com/gpu.memory"])
-	var env string
-	eventually(t, time.Minute, "the MPS pod's environment", func() (bool, string) {
-		env = kubectl(t, "-n", ns, "logs", mpsPod.Name)
-		return strings.Contains(env, "ENV-END"), env
-	})
-	for _, want := range []string{"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50", fmt.Sprintf("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=%dM", mib/2)} {
-		if !strings.Contains(env, want) {
-			t.Errorf("MPS pod lacks %s:\n%s", want, env)
+	pods, err := c.CoreV1().Pods(releaseNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, "gpudra-mps-dp-") {
+			continue
+		}
+		args := strings.Join(append(p.Spec.Containers[0].Command, p.Spec.Containers[0].Args...), " ")
+		for _, want := range []string{"--active-thread-percentage=50", fmt.Sprintf("=%dM", mib/2)} {
+			if !strings.Contains(args, want) {
+				t.Errorf("MPS daemon %s lacks %s: %s", p.Name, want, args)
+			}
 		}
 	}
 	two := gpuPod(t, c, ns, "two-replicas", 2)
