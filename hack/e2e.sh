@@ -65,8 +65,11 @@ helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --
 plugin_rolled_out
 
 # Static MIG: the same node as a DGX H100 whose GPUs 0 and 1 are in MIG mode.
-helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100-mig --wait --timeout 3m
-GPUDRA_E2E_MODE=mig go test -tags e2e -count=1 -v -timeout 10m -run MIG ./test/e2e/
+# With one DeviceClass per MIG profile (extendedResourceName nvidia.com/mig-<profile>),
+# a pod written for the device plugin's mixed strategy runs under DRA (demo 21).
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100-mig \
+  --set deviceClasses.migProfiles.enabled=true --wait --timeout 3m
+GPUDRA_E2E_MODE=mig GPUDRA_E2E_MIG_PROFILES=1 go test -tags e2e -count=1 -v -timeout 10m -run MIG ./test/e2e/
 
 # Dynamic MIG: back to the plain DGX H100, with dynamicMIG.enabled: every GPU
 # partitionable, MIG devices made on prepare and destroyed on unprepare. The
@@ -75,7 +78,7 @@ GPUDRA_E2E_MODE=mig go test -tags e2e -count=1 -v -timeout 10m -run MIG ./test/e
 # it first starts the phase with no GPU in MIG mode whatever an earlier run left.
 rm -f "$MIG_STATE"
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mock.machine=dgxh100 \
-  --set dynamicMIG.enabled=true --wait --timeout 3m
+  --set deviceClasses.migProfiles.enabled=false --set dynamicMIG.enabled=true --wait --timeout 3m
 GPUDRA_E2E_MODE=dynamic-mig go test -tags e2e -count=1 -v -timeout 15m -run DynamicMIG ./test/e2e/
 # The test deleted its pods and claims; their MIG devices are destroyed and a
 # GPU leaves MIG mode with its last one. Should one be left in MIG mode all
@@ -103,8 +106,14 @@ helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --
   --set devicePlugin.config.name=gpudra-e2e-dp-config --set devicePlugin.config.default=ts2 --wait --timeout 3m
 plugin_rolled_out
 GPUDRA_E2E_MODE=device-plugin-config go test -tags e2e -count=1 -v -timeout 10m -run '^TestDevicePluginConfigFile$' ./test/e2e/
+# The mixed MIG strategy: the MIG mock machine, nvidia.com/mig-<profile> resources (demo 20).
+helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values \
+  --set devicePlugin.config.name= --set devicePlugin.config.default= --set mock.machine=dgxh100-mig \
+  --set devicePlugin.migStrategy=mixed --wait --timeout 3m
+plugin_rolled_out
+GPUDRA_E2E_MODE=device-plugin-mixed go test -tags e2e -count=1 -v -timeout 10m -run '^TestDevicePluginMIGMixed$' ./test/e2e/
 helm upgrade gpudra "$REPO/deployments/helm/gpudra" --namespace gpudra-system --reuse-values --set mode=dra \
-  --set devicePlugin.config.name= --set devicePlugin.config.default= --wait --timeout 3m
+  --set mock.machine=dgxh100 --set devicePlugin.migStrategy=none --wait --timeout 3m
 
 # Without mock mode (mock.enabled=false, NVML_BACKEND=real): nvidiaDriverRoot is
 # a fake driver root (test/e2e/fakedriverroot: the mock machine's driver files

@@ -577,9 +577,11 @@ down() {
 clean() {
   down
   rm -rf "$RUN" /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd/runc/k8s.io
-  # The driver's per-claim CDI specs and its host state (chart default hostStateDir: the copied
-  # nvidia-cdi-hook, the mock driver root): stale once /var/lib/kubelet (with its checkpoint) is gone.
-  rm -rf /var/run/cdi/k8s.*-claim_*.json /var/lib/gpudra
+  # The driver's CDI specs (per claim, driver-wide, static devices, the device plugin's), their
+  # staging directory and its host state (chart default hostStateDir: the copied nvidia-cdi-hook,
+  # the mock driver root): stale once /var/lib/kubelet (with its checkpoint) is gone.
+  rm -rf /var/run/cdi/k8s.*-claim_*.json /var/run/cdi/k8s.*-driver.json /var/run/cdi/k8s.*-device.json \
+    /var/run/cdi/k8s.device-plugin.nvidia.com-gpu.json /var/run/cdi/.k8s.*.staging /var/lib/gpudra
   rmdir /run/containerd/s /run/containerd/runc /run/containerd /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   log "cleaned $RUN (kept $DIR/cache, $DIR/bin and $DIR/images)"
 }

@@ -44,7 +44,7 @@ func TestFeatureLabels(t *testing.T) {
 		return len(f) >= 3 && strings.Join(f[len(f)-3:], " ") == mockProduct+" "+mockCount+" true", out
 	})
 	labels := nodeLabels(t, c, node)
-	for k, v := range map[string]string{"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.family": "hopper",
+	for k, v := range map[string]string{"nvidia.com/gpu.memory": "81920", "nvidia.com/gpu.family": "hopper",
 		"nvidia.com/gpu.compute.major": "9", "nvidia.com/gpu.compute.minor": "0", "nvidia.com/mig.capable": "true",
 		"nvidia.com/gpu.replicas": "1", "nvidia.com/gpu.sharing-strategy": "none"} {
 		if labels[k] != v {
