@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -244,6 +246,10 @@ type runner struct {
 	// Built on first use, kept across sets.
 	devEdits cdi.DeviceEdits
 	mps      deviceplugin.MPSDaemons
+	client   kubernetes.Interface
+	// mpsResources are the resource names that the last MPS config
+	// advertised (nil before one ran in this process).
+	mpsResources []string
 }
 
 func (r *runner) running() bool {
@@ -359,6 +365,7 @@ func (r *runner) start(ctx context.Context, set *deviceplugin.Set, cfg deviceplu
 	if err := set.Start(ctx); err != nil {
 		return err
 	}
+	r.retainMPSDaemons(ctx, cfg)
 	setCtx, stop := context.WithCancel(ctx)
 	r.cur, r.curCfg, r.stopCur = set, cfg, stop
 	if r.mon != nil {
@@ -368,6 +375,94 @@ func (r *runner) start(ctx context.Context, set *deviceplugin.Set, cfg deviceplu
 		go r.pub.PublishUntilDone(setCtx, labels)
 	}
 	return nil
+}
+
+// retainMPSDaemons removes the MPS daemons that cfg does not use (all of
+// them without MPS sharing), those of an earlier config or of an earlier
+// run of the plugin included: the daemons cfg uses were all started by the
+// set's Start, so none is being ensured now. Without the MPS settings (no
+// daemon image: the chart gives one with MPS or a config ConfigMap) the
+// plugin never ran daemons and has nothing to remove. An error is logged:
+// the daemons left are idle and are tried again at the next start.
+func (r *runner) retainMPSDaemons(ctx context.Context, cfg deviceplugin.Config) {
+	logger := klog.FromContext(ctx)
+	if r.mps == nil {
+		if r.o.mps.image == "" {
+			return
+		}
+		var err error
+		if r.mps, err = newMPSDaemons(r.o, r.n); err != nil {
+			logger.Error(err, "Cannot check for MPS control daemons left by an earlier config")
+			return
+		}
+	}
+	if cfg.Sharing.Strategy == deviceplugin.SharingMPS {
+		r.mpsResources = nil
+		for _, rr := range cfg.Sharing.Resources {
+			name := rr.Name
+			if rr.Rename != "" {
+				name = rr.Rename
+			}
+			r.mpsResources = append(r.mpsResources, name)
+		}
+		if err := r.mps.Retain(ctx, r.base.Inventory.Devices); err != nil {
+			logger.Error(err, "Removing the MPS control daemons the config no longer uses")
+		}
+		return
+	}
+	// A running container may still be a client of a daemon: those stay
+	// until a start finds no pod on the node holding such a replica.
+	users, err := r.mpsClients(ctx)
+	switch {
+	case err != nil:
+		logger.Error(err, "Cannot tell whether pods still use the MPS control daemons; keeping them")
+		return
+	case len(users) > 0:
+		logger.Info("Keeping the MPS control daemons of the earlier config while pods use its replicas; they go at a later start without such pods", "pods", users)
+		return
+	}
+	if err := r.mps.Retain(ctx, nil); err != nil {
+		logger.Error(err, "Removing the MPS control daemons the config no longer uses")
+	}
+}
+
+// mpsClients lists the pods of this node that are not terminated and hold
+// a replica of the last MPS config's resources; after a restart of the
+// plugin, which does not know that config, any nvidia.com/ resource counts.
+func (r *runner) mpsClients(ctx context.Context) ([]string, error) {
+	if r.client == nil {
+		cfg, err := kubeclient.Config(r.o.kubeconfig, "gpu-device-plugin")
+		if err != nil {
+			return nil, err
+		}
+		if r.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return nil, err
+		}
+	}
+	pods, err := r.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + r.o.nodeName})
+	if err != nil {
+		return nil, fmt.Errorf("listing the pods of node %s: %w", r.o.nodeName, err)
+	}
+	uses := func(name corev1.ResourceName) bool {
+		if r.mpsResources == nil {
+			return strings.HasPrefix(string(name), "nvidia.com/")
+		}
+		return slices.Contains(r.mpsResources, string(name))
+	}
+	var out []string
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		for _, ctr := range p.Spec.Containers {
+			for name := range ctr.Resources.Limits {
+				if uses(name) && !slices.Contains(out, p.Namespace+"/"+p.Name) {
+					out = append(out, p.Namespace+"/"+p.Name)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // stop stops the running set.

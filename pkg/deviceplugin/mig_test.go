@@ -258,6 +258,8 @@ func TestMIGHealthFollowsParent(t *testing.T) {
 
 type fakeMPS struct{ calls map[string]int }
 
+func (f *fakeMPS) Retain(context.Context, []inventory.Device) error { return nil }
+
 func (f *fakeMPS) Ensure(_ context.Context, gpu inventory.Device, replicas int) (specs.ContainerEdits, error) {
 	f.calls[gpu.UUID] = replicas
 	return specs.ContainerEdits{Env: []string{"CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps"},

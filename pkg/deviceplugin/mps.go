@@ -24,6 +24,12 @@ type MPSDaemons interface {
 	// returns once the daemon is ready, with the edits that connect a
 	// client container to it.
 	Ensure(ctx context.Context, gpu inventory.Device, replicas int) (specs.ContainerEdits, error)
+	// Retain removes the daemons (pods and directories) that the device
+	// plugin runs for GPUs not in keep: those of a config that no longer
+	// shares them by MPS, also from an earlier run of the plugin. Daemons
+	// of DRA claims are never touched. It must not run at the same time as
+	// Ensure; it goes on after an error and returns all errors joined.
+	Retain(ctx context.Context, keep []inventory.Device) error
 }
 
 // NewMPSDaemons returns the MPSDaemons of the DRA plugin's daemon code
@@ -43,7 +49,11 @@ type mpsDaemons struct{ m *mps.Manager }
 // MPSDaemonClaimUID is the UID under which the daemon of GPU uuid runs, as
 // if it were a claim's: "dp-" and the UUID in lower case. Its Pod is
 // mps.PodName of it.
-func MPSDaemonClaimUID(uuid string) string { return "dp-" + strings.ToLower(uuid) }
+func MPSDaemonClaimUID(uuid string) string { return mpsDaemonUIDPrefix + strings.ToLower(uuid) }
+
+// mpsDaemonUIDPrefix starts the UIDs of MPSDaemonClaimUID; no claim UID
+// (an RFC 4122 UUID) has it.
+const mpsDaemonUIDPrefix = "dp-"
 
 func (d mpsDaemons) Ensure(ctx context.Context, gpu inventory.Device, replicas int) (specs.ContainerEdits, error) {
 	if replicas < 1 {
@@ -73,4 +83,14 @@ func (d mpsDaemons) Ensure(ctx context.Context, gpu inventory.Device, replicas i
 		return specs.ContainerEdits{}, err
 	}
 	return e.Devices[name], nil
+}
+
+func (d mpsDaemons) Retain(ctx context.Context, keep []inventory.Device) error {
+	kept := make(map[string]bool, len(keep))
+	for _, g := range keep {
+		kept[MPSDaemonClaimUID(g.UUID)] = true
+	}
+	return d.m.Sweep(ctx, func(uid string) bool {
+		return !strings.HasPrefix(uid, mpsDaemonUIDPrefix) || kept[uid]
+	})
 }

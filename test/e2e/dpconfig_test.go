@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -133,6 +134,36 @@ func TestDevicePluginConfigFile(t *testing.T) {
 	if p.UID != running.UID || p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].RestartCount != 0 {
 		t.Errorf("the pod started under ts2 did not keep running: phase %s, statuses %+v", p.Status.Phase, p.Status.ContainerStatuses)
 	}
+
+	// Back to time-slicing once no pod holds a replica: the MPS daemons go
+	// (while pods held nvidia.com/gpu, which mps2 shared, they had to stay).
+	for _, name := range []string{running.Name, mpsPod.Name, two.Name} {
+		if err := c.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 2*time.Minute, "the test's pods gone", func() (bool, string) {
+		pods, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(pods.Items) == 0, fmt.Sprintf("%d pods left", len(pods.Items))
+	})
+	kubectl(t, "label", "node", node, "nvidia.com/device-plugin.config=ts2", "--overwrite")
+	expect("ts2 again", 16, "2", "time-slicing")
+	eventually(t, 2*time.Minute, "the MPS daemon pods removed", func() (bool, string) {
+		pods, err := c.CoreV1().Pods(releaseNamespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		left := 0
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, "gpudra-mps-dp-") {
+				left++
+			}
+		}
+		return left == 0, fmt.Sprintf("%d daemon pods left", left)
+	})
 }
 
 // gpuPod creates a busybox pod asking for n nvidia.com/gpu that prints its
