@@ -156,9 +156,17 @@ func TestPluginRBACGrantsOnlyWhatThePluginUses(t *testing.T) {
 		"resource.k8s.io/resourceslices:create", "resource.k8s.io/resourceslices:delete", "resource.k8s.io/resourceslices:get",
 		"resource.k8s.io/resourceslices:list", "resource.k8s.io/resourceslices:update", "resource.k8s.io/resourceslices:watch",
 		"/nodes:get",
+		// Device status (status.devices of the node's claims: the API
+		// server checks the node of associated-node itself).
+		"resource.k8s.io/resourceclaims/status:patch", "resource.k8s.io/resourceclaims/driver:associated-node:patch",
+		// The GPU feature labels on the node (featureLabels.enabled, on by
+		// default; the admission policy narrows the patch).
+		"/nodes:patch",
 	}
 	// Warning events on the node.
 	requiredInDefault := []string{"/events:create"}
+	// The feature labels as an NFD NodeFeature, when the cluster has NFD.
+	requiredInRelease := []string{"nfd.k8s-sigs.io/nodefeatures:create", "nfd.k8s-sigs.io/nodefeatures:get", "nfd.k8s-sigs.io/nodefeatures:update"}
 	// MPS sharing.
 	optionalInRelease := map[string]bool{
 		"/pods:create": true, "/pods:get": true, "/pods:list": true, "/pods:watch": true, "/pods:delete": true,
@@ -171,9 +179,11 @@ func TestPluginRBACGrantsOnlyWhatThePluginUses(t *testing.T) {
 		for g := range grantedRules(t, baseline, ns) {
 			delete(granted, g)
 		}
-		want := required
+		want := append([]string(nil), required...)
 		if ns == "default" {
-			want = append(append([]string(nil), required...), requiredInDefault...)
+			want = append(want, requiredInDefault...)
+		} else {
+			want = append(want, requiredInRelease...)
 		}
 		for _, w := range want {
 			if !granted[w] {
