@@ -43,6 +43,8 @@ func TestDevicePluginMIGMixed(t *testing.T) {
 	t.Cleanup(func() { kubectl(t, "delete", "ns", "gpudra-demo", "gpudra-demo-admin", "--wait=true", "--timeout=2m") })
 	kubectl(t, "apply", "-f", filepath.Join(repoRoot, "demo", "00-namespace.yaml"))
 	kubectl(t, "apply", "-f", filepath.Join(repoRoot, "demo", "20-device-plugin-mig-mixed.yaml"))
+	// Its logs can be read once it runs (kubectl fails the test before).
+	waitPodRunning(t, c, "gpudra-demo", "device-plugin-mig")
 	eventually(t, 2*time.Minute, "MIG pod output", func() (bool, string) {
 		logs := kubectl(t, "-n", "gpudra-demo", "logs", "device-plugin-mig")
 		return strings.Contains(logs, "GPU-VIEW-END"), logs
