@@ -164,6 +164,7 @@ func run(args []string) error {
 		if client, err = kubernetes.NewForConfig(restCfg); err != nil {
 			return err
 		}
+		r.client = client
 		if o.featureLabels {
 			dyn, err := dynamic.NewForConfig(restCfg)
 			if err != nil {
@@ -246,7 +247,7 @@ type runner struct {
 	// Built on first use, kept across sets.
 	devEdits cdi.DeviceEdits
 	mps      deviceplugin.MPSDaemons
-	client   kubernetes.Interface
+	client   kubernetes.Interface // see kube
 	// mpsResources are the resource names that the last MPS config
 	// advertised (nil before one ran in this process).
 	mpsResources []string
@@ -344,7 +345,7 @@ func (r *runner) build(ctx context.Context, cfg deviceplugin.Config) (*deviceplu
 	}
 	if cfg.Sharing.Strategy == deviceplugin.SharingMPS {
 		if r.mps == nil {
-			if r.mps, err = newMPSDaemons(r.o, r.n); err != nil {
+			if r.mps, err = r.newMPSDaemons(); err != nil {
 				return nil, err
 			}
 		}
@@ -391,7 +392,7 @@ func (r *runner) retainMPSDaemons(ctx context.Context, cfg deviceplugin.Config) 
 			return
 		}
 		var err error
-		if r.mps, err = newMPSDaemons(r.o, r.n); err != nil {
+		if r.mps, err = r.newMPSDaemons(); err != nil {
 			logger.Error(err, "Cannot check for MPS control daemons left by an earlier config")
 			return
 		}
@@ -430,16 +431,11 @@ func (r *runner) retainMPSDaemons(ctx context.Context, cfg deviceplugin.Config) 
 // a replica of the last MPS config's resources; after a restart of the
 // plugin, which does not know that config, any nvidia.com/ resource counts.
 func (r *runner) mpsClients(ctx context.Context) ([]string, error) {
-	if r.client == nil {
-		cfg, err := kubeclient.Config(r.o.kubeconfig, "gpu-device-plugin")
-		if err != nil {
-			return nil, err
-		}
-		if r.client, err = kubernetes.NewForConfig(cfg); err != nil {
-			return nil, err
-		}
+	client, err := r.kube()
+	if err != nil {
+		return nil, err
 	}
-	pods, err := r.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + r.o.nodeName})
+	pods, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + r.o.nodeName})
 	if err != nil {
 		return nil, fmt.Errorf("listing the pods of node %s: %w", r.o.nodeName, err)
 	}
@@ -500,17 +496,29 @@ func labelSettings(cfg deviceplugin.Config) gfdlabels.Settings {
 
 var errDriverChanged = errors.New("the NVIDIA driver changed")
 
+// kube returns the plugin's API client (the one of the config watch and the
+// feature labels when those are on), made on first use.
+func (r *runner) kube() (kubernetes.Interface, error) {
+	if r.client == nil {
+		cfg, err := kubeclient.Config(r.o.kubeconfig, "gpu-device-plugin")
+		if err != nil {
+			return nil, err
+		}
+		if r.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return r.client, nil
+}
+
 // newMPSDaemons returns the MPS daemon manager of --mps-replicas: the DRA
 // plugin's (package mps), with the daemon pods in the plugin's namespace.
-func newMPSDaemons(o *options, n *node.Node) (deviceplugin.MPSDaemons, error) {
-	cfg, err := kubeclient.Config(o.kubeconfig, "gpu-device-plugin")
+func (r *runner) newMPSDaemons() (deviceplugin.MPSDaemons, error) {
+	client, err := r.kube()
 	if err != nil {
 		return nil, fmt.Errorf("MPS sharing needs the API server (daemon pods): %w", err)
 	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
+	o, n := r.o, r.n
 	return deviceplugin.NewMPSDaemons(mps.Options{
 		Client:            client,
 		Namespace:         o.mps.namespace,

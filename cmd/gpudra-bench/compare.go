@@ -233,11 +233,15 @@ func compareTargets(o *options, nameA, nameB string, a, b [][]*levelResult) comp
 	}
 	for li := range a[0] {
 		l := comparisonLevel{Concurrency: a[0][li].concurrency, Figures: map[string]figurePair{}}
+		figA, figB := make([]map[string]float64, c.Repeats), make([]map[string]float64, c.Repeats)
+		for rep := range c.Repeats {
+			figA[rep], figB[rep] = levelFigures(o, a[rep][li]), levelFigures(o, b[rep][li])
+		}
 		for _, name := range comparedFigures {
 			var as, bs, ratios []float64
 			for rep := 0; rep < c.Repeats; rep++ {
-				fa, okA := levelFigures(o, a[rep][li])[name]
-				fb, okB := levelFigures(o, b[rep][li])[name]
+				fa, okA := figA[rep][name]
+				fb, okB := figB[rep][name]
 				if !okA || !okB {
 					continue
 				}

@@ -61,15 +61,20 @@ func parseStat(line string) (procStat, error) {
 // processLabel returns the label of nodeProcesses that comm or argv0 match,
 // or "".
 func processLabel(comm, argv0 string) string {
-	base := filepath.Base(argv0)
 	for _, p := range nodeProcesses {
 		for _, n := range p.names {
-			if comm == n || (argv0 != "" && base == n) {
+			if isProcess(comm, argv0, n) {
 				return p.label
 			}
 		}
 	}
 	return ""
+}
+
+// isProcess tells whether a process with this comm (the kernel's name, at
+// most 15 bytes) or argv[0] (its base name) is name.
+func isProcess(comm, argv0, name string) bool {
+	return comm == name || (argv0 != "" && filepath.Base(argv0) == name)
 }
 
 type procSample struct {
@@ -81,10 +86,23 @@ type procSample struct {
 type cpuSample map[int]procSample
 
 // sampleCPU reads /proc/<pid>/stat of every process that nodeProcesses
-// match, and of this process. Processes that go away while it reads are
-// skipped. With pluginPod set, only the plugin processes in that pod's
-// cgroup are the plugin's.
+// match, and of this process. With pluginPod set, only the plugin
+// processes in that pod's cgroup are the plugin's.
 func sampleCPU(pluginPod string) cpuSample {
+	return sampleProcs(func(dir, comm, argv0 string) string {
+		label := processLabel(comm, argv0)
+		if label == "plugin" && pluginPod != "" && !inPod(dir, pluginPod) {
+			return ""
+		}
+		return label
+	})
+}
+
+// sampleProcs reads /proc/<pid>/stat of this process (selfLabel) and of
+// every other process that label (given its /proc directory, comm and
+// argv[0]) gives a label; "" leaves it out. Processes that go away while it
+// reads are skipped.
+func sampleProcs(label func(dir, comm, argv0 string) string) cpuSample {
 	s := cpuSample{}
 	self := os.Getpid()
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
@@ -93,20 +111,15 @@ func sampleCPU(pluginPod string) cpuSample {
 		if err != nil {
 			continue
 		}
-		label := ""
-		if pid == self {
-			label = selfLabel
-		} else {
+		l := selfLabel
+		if pid != self {
 			comm, err := os.ReadFile(filepath.Join(d, "comm"))
 			if err != nil {
 				continue
 			}
 			cmdline, _ := os.ReadFile(filepath.Join(d, "cmdline"))
 			argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-			if label = processLabel(strings.TrimSpace(string(comm)), argv0); label == "" {
-				continue
-			}
-			if label == "plugin" && pluginPod != "" && !inPod(d, pluginPod) {
+			if l = label(d, strings.TrimSpace(string(comm)), argv0); l == "" {
 				continue
 			}
 		}
@@ -119,7 +132,7 @@ func sampleCPU(pluginPod string) cpuSample {
 			fmt.Fprintf(os.Stderr, "pid %d: %v\n", pid, err)
 			continue
 		}
-		s[pid] = procSample{label: label, stat: st}
+		s[pid] = procSample{label: l, stat: st}
 	}
 	return s
 }

@@ -198,14 +198,9 @@ into claim GET, driver prepare (the plugin's histograms) and the rest; one JSON 
 func run(ctx context.Context, o *options) (retErr error) {
 	// The same client configuration as the plugin's, so that the claim GET
 	// figure is what the plugin pays.
-	cfg, err := kubeclient.Config(o.kubeconfig, "gpudra-bench")
+	cs, err := newClientset(o.kubeconfig, "gpudra-bench", 200, 400)
 	if err != nil {
 		return err
-	}
-	cfg.QPS, cfg.Burst = 200, 400
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
 	}
 
 	if o.node == "" {
@@ -301,6 +296,21 @@ func run(ctx context.Context, o *options) (retErr error) {
 		}
 	}
 	return nil
+}
+
+// newClientset is the bench's API client, with the user agent and the
+// client-side rate limit given.
+func newClientset(kubeconfig, userAgent string, qps float32, burst int) (*kubernetes.Clientset, error) {
+	cfg, err := kubeclient.Config(kubeconfig, userAgent)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = qps, burst
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return cs, nil
 }
 
 // resolveSocket returns path if it exists, else the only (or newest) dra*.sock

@@ -19,8 +19,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -42,7 +40,6 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
-	"github.com/gpudra/gpudra/pkg/kubeclient"
 	"github.com/gpudra/gpudra/pkg/mockmachine"
 )
 
@@ -150,16 +147,11 @@ type simulation struct {
 // only the cleanup).
 func runSimulate(ctx context.Context, o *options) (retErr error) {
 	logger := klog.FromContext(ctx)
-	cfg, err := kubeclient.Config(o.kubeconfig, "gpudra-bench-simulate")
-	if err != nil {
-		return err
-	}
 	// Hundreds of nodes, heartbeats and pods: client-side throttling must not
 	// be what is measured.
-	cfg.QPS, cfg.Burst = 1000, 2000
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := newClientset(o.kubeconfig, "gpudra-bench-simulate", 1000, 2000)
 	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return err
 	}
 	if o.sim.cleanupOnly {
 		return cleanupSim(ctx, cs, o.driver, o.sim.concurrency)
@@ -435,50 +427,18 @@ type phaseResult struct {
 // simCPULabels are the processes whose CPU time a phase reports.
 var simCPULabels = []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"}
 
-// simProcessLabel is processLabel for simCPULabels (the kernel's comm
-// holds at most 15 bytes: "kube-controller", so argv[0] counts too).
-func simProcessLabel(comm, argv0 string) string {
-	base := filepath.Base(argv0)
-	for _, l := range simCPULabels {
-		if comm == l || (argv0 != "" && base == l) {
-			return l
-		}
-	}
-	return ""
-}
-
 // sampleSimCPU reads the CPU time of simCPULabels' processes and of this
-// one (selfLabel) from /proc.
+// one (selfLabel) from /proc (the kernel's comm holds at most 15 bytes:
+// "kube-controller", so argv[0] counts too).
 func sampleSimCPU() cpuSample {
-	s := cpuSample{}
-	self := os.Getpid()
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(filepath.Base(d))
-		if err != nil {
-			continue
-		}
-		label := selfLabel
-		if pid != self {
-			comm, err := os.ReadFile(filepath.Join(d, "comm"))
-			if err != nil {
-				continue
-			}
-			cmdline, _ := os.ReadFile(filepath.Join(d, "cmdline"))
-			argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-			if label = simProcessLabel(strings.TrimSpace(string(comm)), argv0); label == "" {
-				continue
+	return sampleProcs(func(_, comm, argv0 string) string {
+		for _, l := range simCPULabels {
+			if isProcess(comm, argv0, l) {
+				return l
 			}
 		}
-		raw, err := os.ReadFile(filepath.Join(d, "stat"))
-		if err != nil {
-			continue
-		}
-		if st, err := parseStat(strings.TrimSpace(string(raw))); err == nil {
-			s[pid] = procSample{label: label, stat: st}
-		}
-	}
-	return s
+		return ""
+	})
 }
 
 // simCPU converts a cpuDelta into durations by label, with notes (a label

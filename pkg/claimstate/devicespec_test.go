@@ -3,6 +3,7 @@ package claimstate
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ func newStaticEnv(t *testing.T) *env {
 }
 
 func (e *env) deviceSpecPath() string {
-	return e.cdiDir + "/" + cdi.NewNaming(driverName).DeviceSpecFileName()
+	return filepath.Join(e.cdiDir, cdi.NewNaming(driverName).DeviceSpecFileName())
 }
 
 // TestExclusiveClaimNeedsNoSpecOfItsOwn: with the static device spec, an
@@ -159,7 +160,7 @@ func TestStaticClaimsSurviveRestartsAndAWipedDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, en := range entries {
-		if err := os.RemoveAll(e.cdiDir + "/" + en.Name()); err != nil {
+		if err := os.RemoveAll(filepath.Join(e.cdiDir, en.Name())); err != nil {
 			t.Fatal(err)
 		}
 	}
